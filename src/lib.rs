@@ -1,0 +1,13 @@
+//! A durable message-queue server speaking Kestrel's Thrift, memcache and
+//! text protocols.
+//!
+//! Layers, top to bottom: [`server`] accepts connections and hands each to a
+//! [`protocol`] adapter; adapters call the [`service::QueueService`] trait;
+//! the service runs on the [`queue`] engine.
+
+pub mod config;
+pub mod protocol;
+pub mod queue;
+pub mod server;
+pub mod service;
+pub mod stats;

@@ -1,0 +1,5 @@
+//! Protocol adapters: each turns its wire format into calls on the
+//! [`QueueService`](crate::service::QueueService) and the results back into
+//! replies. No queue logic lives here.
+
+pub mod thrift;

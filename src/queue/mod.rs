@@ -1,0 +1,17 @@
+//! The queue engine: named FIFO queues with blocking reads, transactions
+//! (open, confirm, abort), expiry and limits. It knows nothing of protocols;
+//! the service layer drives it.
+
+mod collection;
+mod fifo;
+mod item;
+pub mod name;
+mod reaper;
+
+pub use collection::QueueCollection;
+pub use fifo::{
+    PutOutcome, Queue, QueueCounters, QueueSnapshot, ReadKind, Refusal, Taken, XidSource,
+};
+pub use item::{Item, now_ms};
+pub use name::NameError;
+pub use reaper::AutoAbort;

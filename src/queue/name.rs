@@ -1,0 +1,92 @@
+//! Queue-name rules, checked once where a name enters the engine.
+//!
+//! Names become journal paths and stats keys, and appear in memcache replies,
+//! so they are kept to something every layer can carry verbatim.
+
+use thiserror::Error;
+
+/// Longest accepted queue name, in bytes.
+pub const MAX_NAME_LEN: usize = 255;
+
+/// Why a queue name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum NameError {
+    #[error("queue name is empty")]
+    Empty,
+    #[error("queue name is longer than {MAX_NAME_LEN} bytes")]
+    TooLong,
+    #[error(
+        "queue name contains {0:?}, which is not allowed ('/', '.', '~', whitespace and control characters are not)"
+    )]
+    BadChar(char),
+}
+
+/// Checks `name` against the rules: 1 to 255 bytes, and none of `/`, `.`,
+/// `~`, whitespace or control characters (`/` and `.` would escape or alias
+/// journal paths; `~` marks temporary files, as in Kestrel).
+pub fn validate(name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(NameError::TooLong);
+    }
+    match name
+        .chars()
+        .find(|&c| matches!(c, '/' | '.' | '~') || c.is_whitespace() || c.is_control())
+    {
+        Some(c) => Err(NameError::BadChar(c)),
+        None => Ok(()),
+    }
+}
+
+/// The parent of a fanout child: `Some("orders")` for `"orders+audit"`.
+pub fn fanout_parent(name: &str) -> Option<&str> {
+    name.split_once('+')
+        .map(|(parent, _)| parent)
+        .filter(|p| !p.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_ordinary_names() {
+        for name in [
+            "a",
+            "jobs",
+            "Jobs-2_x",
+            "orders+audit",
+            "файл",
+            &"x".repeat(255),
+        ] {
+            assert_eq!(validate(name), Ok(()), "{name}");
+        }
+    }
+
+    #[test]
+    fn refuses_bad_names() {
+        assert_eq!(validate(""), Err(NameError::Empty));
+        assert_eq!(validate(&"x".repeat(256)), Err(NameError::TooLong));
+        for (name, c) in [
+            ("a/b", '/'),
+            ("a.b", '.'),
+            ("a~b", '~'),
+            ("a b", ' '),
+            ("a\tb", '\t'),
+            ("a\nb", '\n'),
+            ("a\u{7f}", '\u{7f}'),
+            ("a\u{0}", '\u{0}'),
+        ] {
+            assert_eq!(validate(name), Err(NameError::BadChar(c)), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn finds_fanout_parent() {
+        assert_eq!(fanout_parent("orders+audit"), Some("orders"));
+        assert_eq!(fanout_parent("orders"), None);
+        assert_eq!(fanout_parent("+x"), None);
+    }
+}

@@ -1,0 +1,706 @@
+//! The service trait: the one interface every protocol adapter calls, and the
+//! implementation that runs it on the queue engine.
+//!
+//! Adapters translate their wire format into these calls and the results back
+//! into wire replies; everything a queue does (waiting, transactions, limits,
+//! server status, stats) happens behind this trait. A [`QueueService::Session`]
+//! stands for one client connection: reads it opens without a deadline belong
+//! to it and go back to their queues when it is dropped, however the
+//! connection ended.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use thiserror::Error;
+use tokio::time::Instant;
+
+use crate::config::ServerConfig;
+use crate::queue::{AutoAbort, NameError, Queue, QueueCollection, QueueSnapshot, ReadKind, now_ms};
+use crate::stats::{self, Stats};
+
+/// The version every protocol reports.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Longest a read may wait; longer timeouts are cut to this.
+pub const MAX_WAIT: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// What the server lets clients do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerStatus {
+    /// Everything allowed.
+    Up,
+    /// Writes (put, flush, delete) refused.
+    ReadOnly,
+    /// Reads and writes refused; confirm and abort of open items still work.
+    Quiescent,
+}
+
+impl ServerStatus {
+    fn allows(self, op: Op) -> bool {
+        match self {
+            ServerStatus::Up => true,
+            ServerStatus::ReadOnly => op == Op::Read,
+            ServerStatus::Quiescent => false,
+        }
+    }
+
+    /// The status word memcache and text report (`UP`, `READONLY`, `QUIESCENT`).
+    pub fn word(self) -> &'static str {
+        match self {
+            ServerStatus::Up => "UP",
+            ServerStatus::ReadOnly => "READONLY",
+            ServerStatus::Quiescent => "QUIESCENT",
+        }
+    }
+
+    /// Parses a status name, case-insensitively (`up`, `readonly`, `quiescent`).
+    pub fn parse(name: &str) -> Option<ServerStatus> {
+        [
+            ServerStatus::Up,
+            ServerStatus::ReadOnly,
+            ServerStatus::Quiescent,
+        ]
+        .into_iter()
+        .find(|s| s.word().eq_ignore_ascii_case(name))
+    }
+}
+
+impl std::fmt::Display for ServerStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.word())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Read,
+    Write,
+}
+
+/// Why the service refused a call. Each adapter maps these to its wire
+/// replies in one place.
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    #[error("invalid queue name: {0}")]
+    BadName(#[from] NameError),
+    #[error("server is {status}: {action} refused")]
+    Unavailable {
+        status: ServerStatus,
+        action: &'static str,
+    },
+    #[error("this connection has an open read on the queue; confirm or abort it first")]
+    OpenReadPending,
+    #[error("too many open reads on this queue (limit {limit})")]
+    TooManyOpenReads { limit: usize },
+    #[error("{wanted} open reads requested but only {open} open")]
+    NotEnoughOpen { wanted: usize, open: usize },
+}
+
+/// When put items expire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    Never,
+    /// This long after the put.
+    After(Duration),
+    /// At this time, in milliseconds since the Unix epoch.
+    At(i64),
+}
+
+impl Expiry {
+    fn deadline_ms(self) -> Option<i64> {
+        match self {
+            Expiry::Never => None,
+            Expiry::After(d) => {
+                Some(now_ms().saturating_add(d.as_millis().min(i64::MAX as u128) as i64))
+            }
+            Expiry::At(ms) => Some(ms),
+        }
+    }
+}
+
+/// How a get takes its items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// Remove them for good (at-most-once).
+    Remove,
+    /// Open them for this session: they stay invisible to others until the
+    /// session confirms them, and go back to the head if it aborts them or ends.
+    Open,
+    /// Open them with a deadline: confirmable or abortable by id from any
+    /// session, and put back by themselves when the deadline passes.
+    OpenWithTimeout(Duration),
+    /// Return a copy of the head item without removing it.
+    Peek,
+}
+
+/// A get: up to `max_items` items, waiting up to `timeout` for them all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GetRequest {
+    pub max_items: usize,
+    pub timeout: Option<Duration>,
+    pub read: Read,
+}
+
+/// An item handed to a client. `id` is set for `Read::OpenWithTimeout` (the
+/// id to confirm or abort); session-owned opens are named by order instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub data: Bytes,
+    pub id: Option<u64>,
+}
+
+/// Which open transactions a confirm or abort applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transactions {
+    /// These ids, whoever opened them; unknown ids are ignored.
+    Ids(Vec<u64>),
+    /// This session's `n` oldest open reads on the queue; refused (nothing
+    /// done) if it holds fewer.
+    Oldest(usize),
+    /// Every read this session holds open on the queue.
+    All,
+}
+
+/// A queue as reported by peek and stats.
+pub type QueueStats = QueueSnapshot;
+
+/// Everything `stats` reports.
+#[derive(Debug, Clone)]
+pub struct ServerStats {
+    pub uptime_secs: u64,
+    pub time_secs: u64,
+    pub version: &'static str,
+    pub curr_connections: u64,
+    pub total_connections: u64,
+    pub cmd_get: u64,
+    pub cmd_set: u64,
+    pub cmd_peek: u64,
+    pub get_hits: u64,
+    pub get_misses: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub queue_creates: u64,
+    pub queue_deletes: u64,
+    pub queues: Vec<(Arc<str>, QueueStats)>,
+}
+
+/// The operations of a Kestrel queue server, independent of any wire format.
+///
+/// Methods that change state resolve once the change is acknowledged, so an
+/// adapter can reply as soon as the future completes.
+pub trait QueueService: Send + Sync + 'static {
+    /// Per-connection state: the reads this connection holds open.
+    type Session: Send;
+
+    /// A fresh session for a new connection.
+    fn session(&self) -> Self::Session;
+
+    /// Appends `items` to `queue` in order; returns how many were accepted
+    /// (the count stops at the first refused item).
+    fn put(
+        &self,
+        queue: &str,
+        items: Vec<Bytes>,
+        expiry: Expiry,
+    ) -> impl Future<Output = Result<usize, ServiceError>> + Send;
+
+    /// Reads from `queue` as `request` says, waiting if it has a timeout.
+    fn get(
+        &self,
+        session: &mut Self::Session,
+        queue: &str,
+        request: GetRequest,
+    ) -> impl Future<Output = Result<Vec<Delivered>, ServiceError>> + Send;
+
+    /// Removes open items for good; returns how many were confirmed.
+    fn confirm(
+        &self,
+        session: &mut Self::Session,
+        queue: &str,
+        which: Transactions,
+    ) -> impl Future<Output = Result<usize, ServiceError>> + Send;
+
+    /// Puts open items back at the head; returns how many were aborted.
+    fn abort(
+        &self,
+        session: &mut Self::Session,
+        queue: &str,
+        which: Transactions,
+    ) -> impl Future<Output = Result<usize, ServiceError>> + Send;
+
+    /// Describes `queue` (creating it), including its head item.
+    fn peek(&self, queue: &str) -> Result<QueueStats, ServiceError>;
+
+    /// Removes every ready item of `queue`, if it exists.
+    fn flush(&self, queue: &str) -> impl Future<Output = Result<(), ServiceError>> + Send;
+
+    /// Flushes every queue.
+    fn flush_all(&self) -> impl Future<Output = Result<(), ServiceError>> + Send;
+
+    /// Removes `queue` entirely, if it exists.
+    fn delete(&self, queue: &str) -> impl Future<Output = Result<(), ServiceError>> + Send;
+
+    fn status(&self) -> ServerStatus;
+
+    fn set_status(
+        &self,
+        status: ServerStatus,
+    ) -> impl Future<Output = Result<(), ServiceError>> + Send;
+
+    fn version(&self) -> &'static str {
+        VERSION
+    }
+
+    fn stats(&self) -> ServerStats;
+
+    /// Counters adapters bump for connections and bytes on the wire.
+    fn counters(&self) -> &Stats;
+}
+
+/// The server's service: the queue engine plus status, stats and auto-abort.
+pub struct Kestrel {
+    queues: Arc<QueueCollection>,
+    auto_abort: Arc<AutoAbort>,
+    status: AtomicU8,
+    stats: Stats,
+    max_open_transactions: usize,
+}
+
+impl Kestrel {
+    pub fn new(config: &ServerConfig) -> Self {
+        Kestrel {
+            queues: Arc::new(QueueCollection::new(config.queue.clone())),
+            auto_abort: Arc::new(AutoAbort::default()),
+            status: AtomicU8::new(ServerStatus::Up as u8),
+            stats: Stats::default(),
+            max_open_transactions: config.max_open_transactions.max(1),
+        }
+    }
+
+    /// The auto-abort timer, whose `run` the server spawns.
+    pub fn auto_abort(&self) -> Arc<AutoAbort> {
+        self.auto_abort.clone()
+    }
+
+    fn check(&self, op: Op, action: &'static str) -> Result<(), ServiceError> {
+        let status = self.status();
+        if status.allows(op) {
+            Ok(())
+        } else {
+            Err(ServiceError::Unavailable { status, action })
+        }
+    }
+}
+
+/// The reads one connection holds open, per queue, oldest first.
+pub struct Session {
+    open: HashMap<Arc<str>, OpenReads>,
+}
+
+struct OpenReads {
+    /// The queue instance they were opened on (a queue deleted and created
+    /// again under the same name is another instance).
+    queue: Arc<Queue>,
+    xids: VecDeque<u64>,
+}
+
+impl Session {
+    fn open_count(&self, queue: &Arc<Queue>) -> usize {
+        match self.open.get(queue.name()) {
+            Some(reads) if Arc::ptr_eq(&reads.queue, queue) => reads.xids.len(),
+            _ => 0,
+        }
+    }
+
+    fn record(&mut self, queue: &Arc<Queue>, xids: impl IntoIterator<Item = u64>) {
+        let reads = self
+            .open
+            .entry(queue.name().clone())
+            .or_insert_with(|| OpenReads {
+                queue: queue.clone(),
+                xids: VecDeque::new(),
+            });
+        if !Arc::ptr_eq(&reads.queue, queue) {
+            *reads = OpenReads {
+                queue: queue.clone(),
+                xids: VecDeque::new(),
+            };
+        }
+        reads.xids.extend(xids);
+    }
+
+    /// Takes the oldest `n` (or all) open reads on `queue` out of the session.
+    fn take(&mut self, queue: &str, n: Option<usize>) -> Result<Option<Held>, ServiceError> {
+        let Some(reads) = self.open.get_mut(queue) else {
+            return match n {
+                Some(wanted) if wanted > 0 => Err(ServiceError::NotEnoughOpen { wanted, open: 0 }),
+                _ => Ok(None),
+            };
+        };
+        let n = n.unwrap_or(reads.xids.len());
+        if n > reads.xids.len() {
+            return Err(ServiceError::NotEnoughOpen {
+                wanted: n,
+                open: reads.xids.len(),
+            });
+        }
+        let held = Held {
+            queue: reads.queue.clone(),
+            xids: reads.xids.drain(..n).collect(),
+        };
+        if reads.xids.is_empty() {
+            self.open.remove(queue);
+        }
+        Ok(Some(held))
+    }
+}
+
+/// Open reads taken out of a session to be confirmed or aborted.
+struct Held {
+    queue: Arc<Queue>,
+    xids: Vec<u64>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for (name, reads) in self.open.drain() {
+            let xids: Vec<u64> = reads.xids.into();
+            let n = reads.queue.abort(&xids);
+            if n > 0 {
+                tracing::debug!(queue = %name, items = n, "connection closed: open reads aborted");
+            }
+        }
+    }
+}
+
+impl Kestrel {
+    /// Confirms or aborts, as `apply` does to the queue.
+    fn settle(
+        &self,
+        session: &mut Session,
+        queue: &str,
+        which: Transactions,
+        apply: impl Fn(&Queue, &[u64]) -> usize,
+    ) -> Result<usize, ServiceError> {
+        crate::queue::name::validate(queue)?;
+        match which {
+            Transactions::Ids(ids) => Ok(self.queues.get(queue).map_or(0, |q| apply(&q, &ids))),
+            Transactions::Oldest(n) => Ok(session
+                .take(queue, Some(n))?
+                .map_or(0, |h| apply(&h.queue, &h.xids))),
+            Transactions::All => Ok(session
+                .take(queue, None)?
+                .map_or(0, |h| apply(&h.queue, &h.xids))),
+        }
+    }
+}
+
+impl QueueService for Kestrel {
+    type Session = Session;
+
+    fn session(&self) -> Session {
+        Session {
+            open: HashMap::new(),
+        }
+    }
+
+    async fn put(
+        &self,
+        queue: &str,
+        items: Vec<Bytes>,
+        expiry: Expiry,
+    ) -> Result<usize, ServiceError> {
+        self.check(Op::Write, "put")?;
+        stats::add(&self.stats.cmd_set, items.len() as u64);
+        let outcome = self.queues.put(queue, &items, expiry.deadline_ms())?;
+        if let Some(why) = outcome.refused {
+            tracing::debug!(queue, accepted = outcome.accepted, ?why, "put refused");
+        }
+        Ok(outcome.accepted)
+    }
+
+    async fn get(
+        &self,
+        session: &mut Session,
+        queue: &str,
+        request: GetRequest,
+    ) -> Result<Vec<Delivered>, ServiceError> {
+        self.check(Op::Read, "get")?;
+        let q = self.queues.get_or_create(queue)?;
+        let mut max = request.max_items;
+        let kind = match request.read {
+            Read::Remove => {
+                if session.open_count(&q) > 0 {
+                    return Err(ServiceError::OpenReadPending);
+                }
+                ReadKind::Take
+            }
+            Read::Open => {
+                let limit = self.max_open_transactions;
+                let open = session.open_count(&q);
+                if open >= limit {
+                    return Err(ServiceError::TooManyOpenReads { limit });
+                }
+                max = max.min(limit - open);
+                ReadKind::Open
+            }
+            Read::OpenWithTimeout(_) => ReadKind::Open,
+            Read::Peek => ReadKind::Peek,
+        };
+        let counter = if kind == ReadKind::Peek {
+            &self.stats.cmd_peek
+        } else {
+            &self.stats.cmd_get
+        };
+        stats::add(counter, 1);
+        let deadline = request.timeout.map(|t| Instant::now() + t.min(MAX_WAIT));
+        let taken = q.get(max, deadline, kind).await;
+        let hit = if taken.is_empty() {
+            &self.stats.get_misses
+        } else {
+            &self.stats.get_hits
+        };
+        stats::add(hit, 1);
+        let xids = taken.iter().filter_map(|t| t.xid);
+        match request.read {
+            Read::Open => session.record(&q, xids),
+            Read::OpenWithTimeout(after) => self.auto_abort.schedule(
+                Instant::now() + after.min(MAX_WAIT),
+                q.clone(),
+                xids.collect(),
+            ),
+            Read::Remove | Read::Peek => {}
+        }
+        let expose_ids = matches!(request.read, Read::OpenWithTimeout(_));
+        Ok(taken
+            .into_iter()
+            .map(|t| Delivered {
+                data: t.item.data,
+                id: t.xid.filter(|_| expose_ids),
+            })
+            .collect())
+    }
+
+    async fn confirm(
+        &self,
+        session: &mut Session,
+        queue: &str,
+        which: Transactions,
+    ) -> Result<usize, ServiceError> {
+        self.settle(session, queue, which, Queue::confirm)
+    }
+
+    async fn abort(
+        &self,
+        session: &mut Session,
+        queue: &str,
+        which: Transactions,
+    ) -> Result<usize, ServiceError> {
+        self.settle(session, queue, which, Queue::abort)
+    }
+
+    fn peek(&self, queue: &str) -> Result<QueueStats, ServiceError> {
+        self.check(Op::Read, "peek")?;
+        stats::add(&self.stats.cmd_peek, 1);
+        Ok(self.queues.get_or_create(queue)?.snapshot())
+    }
+
+    async fn flush(&self, queue: &str) -> Result<(), ServiceError> {
+        self.check(Op::Write, "flush")?;
+        crate::queue::name::validate(queue)?;
+        if let Some(q) = self.queues.get(queue) {
+            q.flush();
+        }
+        Ok(())
+    }
+
+    async fn flush_all(&self) -> Result<(), ServiceError> {
+        self.check(Op::Write, "flush_all")?;
+        for q in self.queues.all() {
+            q.flush();
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, queue: &str) -> Result<(), ServiceError> {
+        self.check(Op::Write, "delete")?;
+        crate::queue::name::validate(queue)?;
+        self.queues.delete(queue);
+        Ok(())
+    }
+
+    fn status(&self) -> ServerStatus {
+        match self.status.load(Ordering::Acquire) {
+            s if s == ServerStatus::ReadOnly as u8 => ServerStatus::ReadOnly,
+            s if s == ServerStatus::Quiescent as u8 => ServerStatus::Quiescent,
+            _ => ServerStatus::Up,
+        }
+    }
+
+    async fn set_status(&self, status: ServerStatus) -> Result<(), ServiceError> {
+        let old = self.status();
+        self.status.store(status as u8, Ordering::Release);
+        if old != status {
+            tracing::info!(from = %old, to = %status, "server status changed");
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> ServerStats {
+        let (queue_creates, queue_deletes) = self.queues.lifecycle_counts();
+        let s = &self.stats;
+        ServerStats {
+            uptime_secs: s.uptime_secs(),
+            time_secs: (now_ms() / 1000) as u64,
+            version: VERSION,
+            curr_connections: stats::get(&s.curr_connections),
+            total_connections: stats::get(&s.total_connections),
+            cmd_get: stats::get(&s.cmd_get),
+            cmd_set: stats::get(&s.cmd_set),
+            cmd_peek: stats::get(&s.cmd_peek),
+            get_hits: stats::get(&s.get_hits),
+            get_misses: stats::get(&s.get_misses),
+            bytes_read: stats::get(&s.bytes_read),
+            bytes_written: stats::get(&s.bytes_written),
+            queue_creates,
+            queue_deletes,
+            queues: self
+                .queues
+                .all()
+                .into_iter()
+                .map(|q| (q.name().clone(), q.snapshot()))
+                .collect(),
+        }
+    }
+
+    fn counters(&self) -> &Stats {
+        &self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service() -> Kestrel {
+        Kestrel::new(&ServerConfig {
+            max_open_transactions: 2,
+            ..ServerConfig::default()
+        })
+    }
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    fn req(max_items: usize, read: Read) -> GetRequest {
+        GetRequest {
+            max_items,
+            timeout: None,
+            read,
+        }
+    }
+
+    #[tokio::test]
+    async fn session_reads_are_aborted_when_the_session_ends() {
+        let k = service();
+        k.put("q", vec![b("a"), b("b")], Expiry::Never)
+            .await
+            .unwrap();
+        let mut s = k.session();
+        let got = k.get(&mut s, "q", req(1, Read::Open)).await.unwrap();
+        assert_eq!((got[0].data.as_ref(), got[0].id), (&b"a"[..], None));
+        assert!(matches!(
+            k.get(&mut s, "q", req(1, Read::Remove)).await,
+            Err(ServiceError::OpenReadPending)
+        ));
+        drop(s);
+        let mut s2 = k.session();
+        let got = k.get(&mut s2, "q", req(2, Read::Remove)).await.unwrap();
+        assert_eq!(
+            got.iter().map(|d| d.data.clone()).collect::<Vec<_>>(),
+            [b("a"), b("b")]
+        );
+    }
+
+    #[tokio::test]
+    async fn open_read_limit_is_per_session_and_queue() {
+        let k = service();
+        k.put("q", vec![b("a"), b("b"), b("c")], Expiry::Never)
+            .await
+            .unwrap();
+        let mut s = k.session();
+        assert_eq!(
+            k.get(&mut s, "q", req(5, Read::Open)).await.unwrap().len(),
+            2
+        );
+        assert!(matches!(
+            k.get(&mut s, "q", req(1, Read::Open)).await,
+            Err(ServiceError::TooManyOpenReads { limit: 2 })
+        ));
+        assert!(matches!(
+            k.confirm(&mut s, "q", Transactions::Oldest(3)).await,
+            Err(ServiceError::NotEnoughOpen { wanted: 3, open: 2 })
+        ));
+        assert_eq!(
+            k.confirm(&mut s, "q", Transactions::Oldest(1))
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(k.abort(&mut s, "q", Transactions::All).await.unwrap(), 1);
+        let mut s2 = k.session();
+        let got = k.get(&mut s2, "q", req(5, Read::Remove)).await.unwrap();
+        assert_eq!(
+            got.iter().map(|d| d.data.clone()).collect::<Vec<_>>(),
+            [b("b"), b("c")]
+        );
+    }
+
+    #[tokio::test]
+    async fn status_gates_reads_and_writes_but_not_settling() {
+        let k = service();
+        k.put("q", vec![b("a")], Expiry::Never).await.unwrap();
+        let mut s = k.session();
+        let id = k
+            .get(
+                &mut s,
+                "q",
+                req(1, Read::OpenWithTimeout(Duration::from_secs(60))),
+            )
+            .await
+            .unwrap()[0]
+            .id;
+        k.set_status(ServerStatus::ReadOnly).await.unwrap();
+        assert!(matches!(
+            k.put("q", vec![b("x")], Expiry::Never).await,
+            Err(ServiceError::Unavailable { .. })
+        ));
+        assert!(k.peek("q").is_ok());
+        k.set_status(ServerStatus::Quiescent).await.unwrap();
+        assert!(k.get(&mut s, "q", req(1, Read::Remove)).await.is_err());
+        assert!(k.peek("q").is_err());
+        assert_eq!(
+            k.confirm(&mut s, "q", Transactions::Ids(vec![id.unwrap()]))
+                .await
+                .unwrap(),
+            1
+        );
+    }
+
+    #[test]
+    fn status_words_round_trip() {
+        for s in [
+            ServerStatus::Up,
+            ServerStatus::ReadOnly,
+            ServerStatus::Quiescent,
+        ] {
+            assert_eq!(ServerStatus::parse(&s.word().to_lowercase()), Some(s));
+        }
+        assert_eq!(ServerStatus::parse("down"), None);
+    }
+}

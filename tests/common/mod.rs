@@ -1,0 +1,214 @@
+//! Test harness: runs the real `kestrel` binary on 127.0.0.1 with ephemeral
+//! ports and a temporary data directory, and connects real clients to it.
+
+#![allow(dead_code)]
+
+#[path = "../../gen/rs/kestrel.rs"]
+#[allow(clippy::all, clippy::pedantic, dead_code)]
+#[rustfmt::skip]
+pub mod kestrel_gen;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol};
+use thrift::transport::{
+    ReadHalf, TFramedReadTransport, TFramedWriteTransport, TIoChannel, TTcpChannel, WriteHalf,
+};
+
+pub use kestrel_gen::{KestrelSyncClient, TKestrelSyncClient};
+
+/// The generated Rust client over framed transport and binary protocol.
+pub type Client = KestrelSyncClient<
+    TBinaryInputProtocol<TFramedReadTransport<ReadHalf<TTcpChannel>>>,
+    TBinaryOutputProtocol<TFramedWriteTransport<WriteHalf<TTcpChannel>>>,
+>;
+
+/// How long the server may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What the server logs once it accepts connections.
+const READY: &str = "ready to serve";
+
+/// A running server process, killed when dropped.
+pub struct Server {
+    child: Child,
+    pub thrift: SocketAddr,
+    pub memcache: Option<SocketAddr>,
+    pub text: Option<SocketAddr>,
+    dir: Option<tempfile::TempDir>,
+    data_dir: PathBuf,
+    log: Arc<Mutex<Vec<String>>>,
+    log_events: Arc<Mutex<mpsc::Receiver<String>>>,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_kestrel")
+}
+
+impl Server {
+    /// Starts a server with a fresh data directory.
+    pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// Starts a server with a fresh data directory and extra arguments.
+    pub fn start_with(args: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data_dir = dir.path().to_path_buf();
+        let mut server = Server::start_in(&data_dir, args);
+        server.dir = Some(dir);
+        server
+    }
+
+    /// Starts a server on an existing data directory (kept when it stops).
+    pub fn start_in(data_dir: &Path, args: &[&str]) -> Server {
+        let mut child = Command::new(binary())
+            .args([
+                "--listen",
+                "127.0.0.1",
+                "--thrift-port",
+                "0",
+                "--memcache-port",
+                "0",
+                "--text-port",
+                "0",
+            ])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("KESTREL_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start kestrel");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("KESTREL_TEST_ECHO").is_some() {
+                    eprintln!("[kestrel] {line}");
+                }
+                sink.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        // Every listener logs its address before the server logs that it is ready.
+        let mut addrs = std::collections::HashMap::new();
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "server did not start; log:\n{}",
+                        log.lock().unwrap().join("\n")
+                    )
+                });
+            if let Some((proto, addr)) = listening(&line) {
+                addrs.insert(proto, addr);
+            }
+            if line.contains(READY) {
+                break;
+            }
+        }
+        Server {
+            child,
+            thrift: addrs["thrift"],
+            memcache: addrs.get("memcache").copied(),
+            text: addrs.get("text").copied(),
+            dir: None,
+            data_dir: data_dir.to_path_buf(),
+            log,
+            log_events: Arc::new(Mutex::new(rx)),
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// A connected generated Rust client with TCP_NODELAY.
+    pub fn client(&self) -> Client {
+        client(self.thrift)
+    }
+
+    /// Waits until the server logs a line containing `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
+        if let Some(line) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
+            return line.clone();
+        }
+        let rx = self.log_events.lock().unwrap();
+        let deadline = Instant::now() + timeout;
+        loop {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "no log line with {needle:?}; log:\n{}",
+                    self.log.lock().unwrap().join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Every line logged so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends a signal by name (`TERM`, `KILL`) with `kill(1)`.
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn listening(line: &str) -> Option<(&'static str, SocketAddr)> {
+    for proto in ["thrift", "memcache", "text"] {
+        let marker = format!("{proto} listening on ");
+        if let Some(at) = line.find(&marker) {
+            let addr = line[at + marker.len()..].split_whitespace().next()?;
+            return Some((proto, addr.parse().ok()?));
+        }
+    }
+    None
+}
+
+/// A generated Rust client connected to `addr`.
+pub fn client(addr: SocketAddr) -> Client {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_nodelay(true).unwrap();
+    let channel = TTcpChannel::with_stream(stream);
+    let (r, w) = channel.split().unwrap();
+    KestrelSyncClient::new(
+        TBinaryInputProtocol::new(TFramedReadTransport::new(r), true),
+        TBinaryOutputProtocol::new(TFramedWriteTransport::new(w), true),
+    )
+}
