@@ -57,7 +57,7 @@ const MAX_PIPELINED: usize = 16;
 
 /// A call, decoded from the wire by generated code.
 #[derive(Debug, Clone, PartialEq)]
-enum Command {
+pub enum Command {
     Put {
         queue: String,
         items: Vec<Vec<u8>>,
@@ -479,6 +479,16 @@ fn decode(frame: &[u8], reply: &mut ReplyFrame) -> Option<Command> {
     }
 }
 
+/// Decodes one frame: the call it carries, or, when it carries none that can
+/// be executed, the complete reply frame (an exception) to send instead.
+pub fn decode_frame(frame: &[u8]) -> Result<Command, Vec<u8>> {
+    let mut reply = ReplyFrame(Vec::new());
+    match decode(frame, &mut reply) {
+        Some(command) => Ok(command),
+        None => Err(reply.finish().to_vec()),
+    }
+}
+
 /// Step 3 over the same frame: writes the outcome as the method's reply.
 fn encode(frame: &[u8], outcome: Outcome, reply: &mut ReplyFrame) {
     let mut input = FrameInput::new(frame);
@@ -589,9 +599,10 @@ mod tests {
     }
 
     fn decoded(frame: &[u8]) -> (Option<Command>, Vec<u8>) {
-        let mut reply = ReplyFrame(Vec::new());
-        let command = decode(frame, &mut reply);
-        (command, reply.finish().to_vec())
+        match decode_frame(frame) {
+            Ok(command) => (Some(command), Vec::new()),
+            Err(reply) => (None, reply),
+        }
     }
 
     fn contains(haystack: &[u8], needle: &str) -> bool {
