@@ -20,10 +20,19 @@ pub struct ServerConfig {
     /// Directory for journals and server state.
     pub data_dir: PathBuf,
     /// Largest Thrift frame accepted; a longer one closes the connection before
-    /// anything of that size is allocated.
+    /// anything of that size is allocated. Also bounds one text-protocol put.
     pub max_frame_size: usize,
+    /// Longest memcache or text command line.
+    pub max_line_size: usize,
+    /// Largest item a memcache `set` or a text `put` line may carry; a larger
+    /// `set` is answered `SERVER_ERROR object too large` and skipped unread.
+    pub max_item_size: usize,
+    /// Most items in one text-protocol `put`.
+    pub text_max_put_items: usize,
     /// Most reads one connection may hold open on one queue (memcache/text).
     pub max_open_transactions: usize,
+    /// Connections idle (no request) for this long are closed; `None` never.
+    pub client_timeout: Option<Duration>,
     /// Limits of every queue.
     pub queue: QueueConfig,
 }
@@ -37,7 +46,11 @@ impl Default for ServerConfig {
             text_port: Some(2222),
             data_dir: PathBuf::from("kestrel-data"),
             max_frame_size: 16 * 1024 * 1024,
+            max_line_size: 8 * 1024,
+            max_item_size: 16 * 1024 * 1024,
+            text_max_put_items: 10_000,
             max_open_transactions: 100,
+            client_timeout: None,
             queue: QueueConfig::default(),
         }
     }

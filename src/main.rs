@@ -77,21 +77,20 @@ async fn main() -> ExitCode {
         .init();
 
     let config = config(Args::parse());
-    let server = match Server::bind(config).await {
+    let shutdown = CancellationToken::new();
+    let server = match Server::bind(config, shutdown.clone()).await {
         Ok(server) => server,
         Err(e) => {
             tracing::error!("{e}");
             return ExitCode::FAILURE;
         }
     };
-    let shutdown = CancellationToken::new();
-    let signal = shutdown.clone();
     tokio::spawn(async move {
         termination().await;
         tracing::info!("signal received");
-        signal.cancel();
+        shutdown.cancel();
     });
-    match server.run(shutdown).await {
+    match server.run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

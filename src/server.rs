@@ -18,62 +18,82 @@ use crate::service::Kestrel;
 /// How long shutdown waits for connections to finish their current call.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The signature every protocol's connection task has.
+type Serve<F> = fn(Arc<Kestrel>, TcpStream, SocketAddr, Arc<ServerConfig>, CancellationToken) -> F;
+
 /// A server whose listeners are bound: it accepts connections once run.
 pub struct Server {
-    config: ServerConfig,
+    config: Arc<ServerConfig>,
     service: Arc<Kestrel>,
+    shutdown: CancellationToken,
     thrift: Option<TcpListener>,
+    memcache: Option<TcpListener>,
+    text: Option<TcpListener>,
 }
 
 impl Server {
-    /// Binds every configured listener (port 0 picks a free port).
-    pub async fn bind(config: ServerConfig) -> io::Result<Server> {
-        let thrift = match config.thrift_port {
-            Some(port) => Some(bind(&config, port, "thrift").await?),
-            None => None,
-        };
-        for (port, name) in [
-            (config.memcache_port, "memcache"),
-            (config.text_port, "text"),
-        ] {
-            if let Some(port) = port {
-                tracing::info!(port, "{name} protocol not available yet; port ignored");
-            }
-        }
-        let service = Arc::new(Kestrel::new(&config));
+    /// Binds every configured listener (port 0 picks a free port). The server
+    /// runs until `shutdown` is cancelled, from outside or by a client's
+    /// `shutdown` command.
+    pub async fn bind(config: ServerConfig, shutdown: CancellationToken) -> io::Result<Server> {
+        let thrift = bind(&config, config.thrift_port, "thrift").await?;
+        let memcache = bind(&config, config.memcache_port, "memcache").await?;
+        let text = bind(&config, config.text_port, "text").await?;
+        let service = Arc::new(Kestrel::new(&config, shutdown.clone()));
         Ok(Server {
-            config,
+            config: Arc::new(config),
             service,
+            shutdown,
             thrift,
+            memcache,
+            text,
         })
     }
 
-    /// The address the Thrift listener is bound to.
-    pub fn thrift_addr(&self) -> Option<SocketAddr> {
-        self.thrift.as_ref().and_then(|l| l.local_addr().ok())
+    /// Where each protocol listens, if enabled.
+    pub fn addrs(&self) -> [(&'static str, Option<SocketAddr>); 3] {
+        let addr = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
+        [
+            ("thrift", addr(&self.thrift)),
+            ("memcache", addr(&self.memcache)),
+            ("text", addr(&self.text)),
+        ]
     }
 
-    /// Serves until `shutdown` is cancelled, then stops accepting, lets
-    /// connections finish their current call, and stops background tasks.
-    pub async fn run(self, shutdown: CancellationToken) -> io::Result<()> {
+    /// Serves until shutdown, then stops accepting, lets connections finish
+    /// their current call, and stops background tasks.
+    pub async fn run(self) -> io::Result<()> {
         let connections = TaskTracker::new();
         let background = TaskTracker::new();
+        let shutdown = self.shutdown.clone();
 
         let auto_abort = self.service.auto_abort();
         let token = shutdown.clone();
         background.spawn(async move { auto_abort.run(token).await });
 
-        if let Some(listener) = self.thrift {
+        let listeners: [(_, _, Serve<_>); 3] = [
+            (self.thrift, "thrift", |s, t, p, c, x| {
+                Box::pin(protocol::thrift::serve(s, t, p, c, x)) as ConnectionTask
+            }),
+            (self.memcache, "memcache", |s, t, p, c, x| {
+                Box::pin(protocol::memcache::serve(s, t, p, c, x)) as ConnectionTask
+            }),
+            (self.text, "text", |s, t, p, c, x| {
+                Box::pin(protocol::text::serve(s, t, p, c, x)) as ConnectionTask
+            }),
+        ];
+        for (listener, name, serve) in listeners {
+            let Some(listener) = listener else { continue };
             let service = self.service.clone();
-            let max_frame = self.config.max_frame_size;
+            let config = self.config.clone();
             let token = shutdown.clone();
             background.spawn(accept_loop(
                 listener,
-                "thrift",
+                name,
                 shutdown.clone(),
                 connections.clone(),
                 move |stream, peer| {
-                    protocol::thrift::serve(service.clone(), stream, peer, max_frame, token.clone())
+                    serve(service.clone(), stream, peer, config.clone(), token.clone())
                 },
             ));
         }
@@ -89,7 +109,7 @@ impl Server {
         {
             tracing::warn!(
                 remaining = connections.len(),
-                "connections still open after {DRAIN_TIMEOUT:?}; closing them"
+                "connections still open after {DRAIN_TIMEOUT:?}"
             );
         }
         background.wait().await;
@@ -98,13 +118,24 @@ impl Server {
     }
 }
 
-async fn bind(config: &ServerConfig, port: u16, name: &str) -> io::Result<TcpListener> {
+/// A connection task, boxed so the three protocols share one accept loop.
+type ConnectionTask = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+async fn bind(
+    config: &ServerConfig,
+    port: Option<u16>,
+    name: &str,
+) -> io::Result<Option<TcpListener>> {
+    let Some(port) = port else {
+        tracing::info!("{name} disabled");
+        return Ok(None);
+    };
     let addr = SocketAddr::new(config.listen, port);
     let listener = TcpListener::bind(addr).await.map_err(|e| {
         io::Error::new(e.kind(), format!("cannot listen for {name} on {addr}: {e}"))
     })?;
     tracing::info!("{name} listening on {}", listener.local_addr()?);
-    Ok(listener)
+    Ok(Some(listener))
 }
 
 /// Accepts connections and spawns `serve` for each until shutdown.

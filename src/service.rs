@@ -17,6 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use thiserror::Error;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
 use crate::queue::{AutoAbort, NameError, Queue, QueueCollection, QueueSnapshot, ReadKind, now_ms};
@@ -183,8 +184,10 @@ pub struct ServerStats {
     pub get_misses: u64,
     pub bytes_read: u64,
     pub bytes_written: u64,
+    pub total_items: u64,
     pub queue_creates: u64,
     pub queue_deletes: u64,
+    pub queue_expires: u64,
     pub queues: Vec<(Arc<str>, QueueStats)>,
 }
 
@@ -241,6 +244,13 @@ pub trait QueueService: Send + Sync + 'static {
     /// Flushes every queue.
     fn flush_all(&self) -> impl Future<Output = Result<(), ServiceError>> + Send;
 
+    /// Drops the expired items of `queue` (of every queue if `None`); returns
+    /// how many were dropped.
+    fn flush_expired(
+        &self,
+        queue: Option<&str>,
+    ) -> impl Future<Output = Result<u64, ServiceError>> + Send;
+
     /// Removes `queue` entirely, if it exists.
     fn delete(&self, queue: &str) -> impl Future<Output = Result<(), ServiceError>> + Send;
 
@@ -257,6 +267,12 @@ pub trait QueueService: Send + Sync + 'static {
 
     fn stats(&self) -> ServerStats;
 
+    /// Re-reads the queue settings.
+    fn reload(&self) -> Result<(), ServiceError>;
+
+    /// Starts a clean shutdown of the whole server.
+    fn shutdown(&self);
+
     /// Counters adapters bump for connections and bytes on the wire.
     fn counters(&self) -> &Stats;
 }
@@ -268,16 +284,19 @@ pub struct Kestrel {
     status: AtomicU8,
     stats: Stats,
     max_open_transactions: usize,
+    shutdown: CancellationToken,
 }
 
 impl Kestrel {
-    pub fn new(config: &ServerConfig) -> Self {
+    /// A service for `config`; its `shutdown` cancels `shutdown`.
+    pub fn new(config: &ServerConfig, shutdown: CancellationToken) -> Self {
         Kestrel {
             queues: Arc::new(QueueCollection::new(config.queue.clone())),
             auto_abort: Arc::new(AutoAbort::default()),
             status: AtomicU8::new(ServerStatus::Up as u8),
             stats: Stats::default(),
             max_open_transactions: config.max_open_transactions.max(1),
+            shutdown,
         }
     }
 
@@ -417,6 +436,7 @@ impl QueueService for Kestrel {
         self.check(Op::Write, "put")?;
         stats::add(&self.stats.cmd_set, items.len() as u64);
         let outcome = self.queues.put(queue, &items, expiry.deadline_ms())?;
+        stats::add(&self.stats.total_items, outcome.accepted as u64);
         if let Some(why) = outcome.refused {
             tracing::debug!(queue, accepted = outcome.accepted, ?why, "put refused");
         }
@@ -526,6 +546,18 @@ impl QueueService for Kestrel {
         Ok(())
     }
 
+    async fn flush_expired(&self, queue: Option<&str>) -> Result<u64, ServiceError> {
+        self.check(Op::Write, "flush_expired")?;
+        let queues = match queue {
+            Some(name) => {
+                crate::queue::name::validate(name)?;
+                self.queues.get(name).into_iter().collect()
+            }
+            None => self.queues.all(),
+        };
+        Ok(queues.iter().map(|q| q.flush_expired()).sum())
+    }
+
     async fn delete(&self, queue: &str) -> Result<(), ServiceError> {
         self.check(Op::Write, "delete")?;
         crate::queue::name::validate(queue)?;
@@ -551,7 +583,7 @@ impl QueueService for Kestrel {
     }
 
     fn stats(&self) -> ServerStats {
-        let (queue_creates, queue_deletes) = self.queues.lifecycle_counts();
+        let lifecycle = self.queues.lifecycle();
         let s = &self.stats;
         ServerStats {
             uptime_secs: s.uptime_secs(),
@@ -566,8 +598,10 @@ impl QueueService for Kestrel {
             get_misses: stats::get(&s.get_misses),
             bytes_read: stats::get(&s.bytes_read),
             bytes_written: stats::get(&s.bytes_written),
-            queue_creates,
-            queue_deletes,
+            total_items: stats::get(&s.total_items),
+            queue_creates: lifecycle.creates,
+            queue_deletes: lifecycle.deletes,
+            queue_expires: lifecycle.expires,
             queues: self
                 .queues
                 .all()
@@ -580,6 +614,17 @@ impl QueueService for Kestrel {
     fn counters(&self) -> &Stats {
         &self.stats
     }
+
+    fn reload(&self) -> Result<(), ServiceError> {
+        // Queue settings come only from the embedded defaults so far: they
+        // are already in force.
+        tracing::info!("configuration reloaded");
+        Ok(())
+    }
+
+    fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
 }
 
 #[cfg(test)]
@@ -587,10 +632,11 @@ mod tests {
     use super::*;
 
     fn service() -> Kestrel {
-        Kestrel::new(&ServerConfig {
+        let config = ServerConfig {
             max_open_transactions: 2,
             ..ServerConfig::default()
-        })
+        };
+        Kestrel::new(&config, CancellationToken::new())
     }
 
     fn b(s: &str) -> Bytes {

@@ -4,6 +4,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use crate::service::{QueueStats, ServerStats};
+
 /// Live counters; cheap to bump from any task.
 #[derive(Debug)]
 pub struct Stats {
@@ -11,6 +13,7 @@ pub struct Stats {
     pub cmd_get: AtomicU64,
     pub cmd_set: AtomicU64,
     pub cmd_peek: AtomicU64,
+    pub total_items: AtomicU64,
     pub get_hits: AtomicU64,
     pub get_misses: AtomicU64,
     pub curr_connections: AtomicU64,
@@ -26,6 +29,7 @@ impl Default for Stats {
             cmd_get: AtomicU64::new(0),
             cmd_set: AtomicU64::new(0),
             cmd_peek: AtomicU64::new(0),
+            total_items: AtomicU64::new(0),
             get_hits: AtomicU64::new(0),
             get_misses: AtomicU64::new(0),
             curr_connections: AtomicU64::new(0),
@@ -67,4 +71,51 @@ impl Drop for ConnectionGuard<'_> {
 /// A read of a counter.
 pub fn get(counter: &AtomicU64) -> u64 {
     counter.load(Ordering::Relaxed)
+}
+
+/// The server-wide stats, named and ordered as Kestrel's memcache `stats`.
+pub fn server_fields(s: &ServerStats) -> Vec<(&'static str, String)> {
+    let curr_items: u64 = s.queues.iter().map(|(_, q)| q.items).sum();
+    let bytes: u64 = s.queues.iter().map(|(_, q)| q.bytes).sum();
+    vec![
+        ("uptime", s.uptime_secs.to_string()),
+        ("time", s.time_secs.to_string()),
+        ("version", s.version.to_string()),
+        ("curr_items", curr_items.to_string()),
+        ("total_items", s.total_items.to_string()),
+        ("bytes", bytes.to_string()),
+        ("curr_connections", s.curr_connections.to_string()),
+        ("total_connections", s.total_connections.to_string()),
+        ("cmd_get", s.cmd_get.to_string()),
+        ("cmd_set", s.cmd_set.to_string()),
+        ("cmd_peek", s.cmd_peek.to_string()),
+        ("get_hits", s.get_hits.to_string()),
+        ("get_misses", s.get_misses.to_string()),
+        ("bytes_read", s.bytes_read.to_string()),
+        ("bytes_written", s.bytes_written.to_string()),
+        ("queue_creates", s.queue_creates.to_string()),
+        ("queue_deletes", s.queue_deletes.to_string()),
+        ("queue_expires", s.queue_expires.to_string()),
+    ]
+}
+
+/// One queue's stats, named and ordered as Kestrel's `queue_<name>_<stat>`.
+pub fn queue_fields(q: &QueueStats) -> [(&'static str, u64); 14] {
+    let c = &q.counters;
+    [
+        ("items", q.items),
+        ("bytes", q.bytes),
+        ("total_items", c.total_items),
+        ("logsize", q.journal_bytes),
+        ("expired_items", c.expired_items),
+        ("mem_items", q.mem_items),
+        ("mem_bytes", q.mem_bytes),
+        ("age", q.age_ms),
+        ("discarded", c.discarded),
+        ("waiters", q.waiters),
+        ("open_transactions", q.open_transactions),
+        ("transactions", c.transactions),
+        ("canceled_transactions", c.canceled_transactions),
+        ("total_flushes", c.total_flushes),
+    ]
 }

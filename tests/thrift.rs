@@ -259,7 +259,7 @@ fn oversized_frame_is_refused_while_others_keep_working() {
         0,
         "connection should be closed"
     );
-    server.wait_for_log("bad frame", Duration::from_secs(10));
+    server.wait_for_log("unreadable input", Duration::from_secs(10));
 
     assert_eq!(good.put("q".into(), items(&["y"]), 0).unwrap(), 1);
     assert_eq!(server.client().peek("q".into()).unwrap().items, Some(2));

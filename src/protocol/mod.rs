@@ -2,4 +2,7 @@
 //! [`QueueService`](crate::service::QueueService) and the results back into
 //! replies. No queue logic lives here.
 
+mod connection;
+pub mod memcache;
+pub mod text;
 pub mod thrift;

@@ -28,32 +28,27 @@ mod generated;
 mod input;
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use bytes::{BufMut, Bytes, BytesMut};
 use thrift::protocol::{
     TBinaryOutputProtocol, TInputProtocol, TMessageIdentifier, TMessageType, TOutputProtocol,
 };
 use thrift::{ApplicationError, ApplicationErrorKind};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
+use tokio_util::codec::LengthDelimitedCodec;
 use tokio_util::sync::CancellationToken;
 
 use self::generated::{Item, KestrelSyncHandler, QueueInfo, Status, TKestrelProcessFunctions};
 use self::input::FrameInput;
+use super::connection::Connection;
+use crate::config::ServerConfig;
 use crate::service::{
     Expiry, GetRequest, QueueService, Read, ServerStatus, ServiceError, Transactions,
 };
-use crate::stats;
-
-/// Frames a client may send ahead while a call of theirs is still running;
-/// past this the connection stops reading until the call completes.
-const MAX_PIPELINED: usize = 16;
 
 /// A call, decoded from the wire by generated code.
 #[derive(Debug, Clone, PartialEq)]
@@ -386,34 +381,28 @@ impl KestrelSyncHandler for Replier {
     }
 }
 
-/// A reply under construction: a frame whose 4-byte length is filled in last.
-struct ReplyFrame(Vec<u8>);
+/// Appends one reply frame to `out`: `write` writes the message, and its
+/// 4-byte length is filled in after.
+fn write_frame(out: &mut BytesMut, write: impl FnOnce(&mut dyn TOutputProtocol)) {
+    let start = out.len();
+    out.put_u32(0);
+    write(&mut TBinaryOutputProtocol::new((&mut *out).writer(), true));
+    let len = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+}
 
-impl ReplyFrame {
-    fn start(&mut self) -> TBinaryOutputProtocol<&mut Vec<u8>> {
-        self.0.clear();
-        self.0.extend_from_slice(&[0; 4]);
-        TBinaryOutputProtocol::new(&mut self.0, true)
-    }
-
-    fn finish(&mut self) -> &[u8] {
-        let len = (self.0.len() - 4) as u32;
-        self.0[..4].copy_from_slice(&len.to_be_bytes());
-        &self.0
-    }
-
-    /// Writes a `TApplicationException` reply.
-    fn exception(
-        &mut self,
-        ident: &TMessageIdentifier,
-        kind: ApplicationErrorKind,
-        message: String,
-    ) {
-        let mut o = self.start();
-        let error = thrift::Error::Application(ApplicationError::new(kind, message));
-        // Writing into a Vec cannot fail.
-        let _ = thrift::server::handle_process_result(ident, Err(error), &mut o);
-    }
+/// Appends a `TApplicationException` reply to `out`.
+fn write_exception(
+    out: &mut BytesMut,
+    ident: &TMessageIdentifier,
+    kind: ApplicationErrorKind,
+    message: String,
+) {
+    let error = thrift::Error::Application(ApplicationError::new(kind, message));
+    // Writing into memory cannot fail.
+    write_frame(out, |o| {
+        let _ = thrift::server::handle_process_result(ident, Err(error), o);
+    });
 }
 
 /// A decoding error's own message (thrift's `Display` prints only its kind).
@@ -425,35 +414,38 @@ fn describe(e: &thrift::Error) -> String {
     }
 }
 
-/// Step 1 over a frame: either a command to execute, or a reply already
-/// written (the frame could not be decoded or named no method).
-fn decode(frame: &[u8], reply: &mut ReplyFrame) -> Option<Command> {
+/// Step 1 over a frame: either a command to execute, or `None` when the
+/// frame could not be decoded or named no method; its reply is then in `out`.
+fn decode(frame: &[u8], out: &mut BytesMut) -> Option<Command> {
     let mut input = FrameInput::new(frame);
     let ident = match input.read_message_begin() {
         Ok(ident) => ident,
         Err(e) => {
             let unnamed = TMessageIdentifier::new("", TMessageType::Exception, 0);
             let message = format!("unreadable message header: {}", describe(&e));
-            reply.exception(&unnamed, ApplicationErrorKind::ProtocolError, message);
+            write_exception(out, &unnamed, ApplicationErrorKind::ProtocolError, message);
             return None;
         }
     };
     if ident.message_type != TMessageType::Call {
         let message = format!("expected a call, got a {:?} message", ident.message_type);
-        reply.exception(&ident, ApplicationErrorKind::InvalidMessageType, message);
+        write_exception(
+            out,
+            &ident,
+            ApplicationErrorKind::InvalidMessageType,
+            message,
+        );
         return None;
     }
     let recorder = Recorder::default();
-    let result = dispatch(&recorder, &ident, &mut input, &mut reply.start());
-    match result {
+    // The placeholder reply the recorder causes is thrown away.
+    let mut discard = TBinaryOutputProtocol::new(std::io::sink(), true);
+    match dispatch(&recorder, &ident, &mut input, &mut discard) {
         Some(Ok(())) => {
             let command = recorder.0.into_inner();
             if command.is_none() {
-                reply.exception(
-                    &ident,
-                    ApplicationErrorKind::InternalError,
-                    "call not recorded".into(),
-                );
+                let message = "call not recorded".to_string();
+                write_exception(out, &ident, ApplicationErrorKind::InternalError, message);
             }
             command
         }
@@ -464,16 +456,13 @@ fn decode(frame: &[u8], reply: &mut ReplyFrame) -> Option<Command> {
                 ident.name,
                 describe(&e)
             );
-            reply.exception(&ident, ApplicationErrorKind::ProtocolError, message);
+            write_exception(out, &ident, ApplicationErrorKind::ProtocolError, message);
             None
         }
         None => {
             tracing::debug!(method = %ident.name, "unknown thrift method");
-            reply.exception(
-                &ident,
-                ApplicationErrorKind::UnknownMethod,
-                format!("unknown method {}", ident.name),
-            );
+            let message = format!("unknown method {}", ident.name);
+            write_exception(out, &ident, ApplicationErrorKind::UnknownMethod, message);
             None
         }
     }
@@ -482,30 +471,26 @@ fn decode(frame: &[u8], reply: &mut ReplyFrame) -> Option<Command> {
 /// Decodes one frame: the call it carries, or, when it carries none that can
 /// be executed, the complete reply frame (an exception) to send instead.
 pub fn decode_frame(frame: &[u8]) -> Result<Command, Vec<u8>> {
-    let mut reply = ReplyFrame(Vec::new());
-    match decode(frame, &mut reply) {
-        Some(command) => Ok(command),
-        None => Err(reply.finish().to_vec()),
-    }
+    let mut reply = BytesMut::new();
+    decode(frame, &mut reply).ok_or_else(|| reply.to_vec())
 }
 
-/// Step 3 over the same frame: writes the outcome as the method's reply.
-fn encode(frame: &[u8], outcome: Outcome, reply: &mut ReplyFrame) {
+/// Step 3 over the same frame: appends the outcome as the method's reply.
+fn encode(frame: &[u8], outcome: Outcome, out: &mut BytesMut) {
     let mut input = FrameInput::new(frame);
     let Ok(ident) = input.read_message_begin() else {
-        // Step 1 read this same header.
-        unreachable!("a decoded frame's header became unreadable");
+        unreachable!("step 1 read this same header");
     };
     let replier = Replier(RefCell::new(Some(outcome)));
-    if !matches!(
-        dispatch(&replier, &ident, &mut input, &mut reply.start()),
-        Some(Ok(()))
-    ) {
-        reply.exception(
-            &ident,
-            ApplicationErrorKind::InternalError,
-            "reply could not be encoded".into(),
-        );
+    let start = out.len();
+    let mut encoded = false;
+    write_frame(out, |o| {
+        encoded = matches!(dispatch(&replier, &ident, &mut input, o), Some(Ok(())))
+    });
+    if !encoded {
+        out.truncate(start);
+        let message = "reply could not be encoded".to_string();
+        write_exception(out, &ident, ApplicationErrorKind::InternalError, message);
     }
 }
 
@@ -514,69 +499,28 @@ pub async fn serve<S: QueueService>(
     service: Arc<S>,
     stream: TcpStream,
     peer: SocketAddr,
-    max_frame_size: usize,
+    config: Arc<ServerConfig>,
     shutdown: CancellationToken,
 ) {
-    let counters = service.counters();
-    let _connection = counters.connection();
-    // Replies are small and latency-bound: never wait for Nagle.
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
-    }
-    let (read_half, mut write_half) = stream.into_split();
+    let stats = service.counters();
+    let _connection = stats.connection();
     let codec = LengthDelimitedCodec::builder()
         .length_field_type::<u32>()
-        .max_frame_length(max_frame_size)
+        .max_frame_length(config.max_frame_size)
         .new_codec();
-    let mut frames = FramedRead::new(read_half, codec);
+    let mut conn = Connection::new(stream, peer, "thrift", codec, stats, shutdown)
+        .with_idle_timeout(config.client_timeout);
     let mut session = service.session();
-    let mut backlog: VecDeque<BytesMut> = VecDeque::new();
-    let mut reply = ReplyFrame(Vec::with_capacity(1024));
-
-    loop {
-        let frame = match backlog.pop_front() {
-            Some(frame) => frame,
-            None => tokio::select! {
-                _ = shutdown.cancelled() => break,
-                next = frames.next() => match next {
-                    Some(Ok(frame)) => frame,
-                    Some(Err(e)) => {
-                        tracing::warn!(%peer, error = %e, max_frame_size, "thrift connection closed: bad frame");
-                        break;
-                    }
-                    None => break,
-                },
-            },
+    while let Some(frame) = conn.next().await {
+        let Some(command) = decode(&frame, &mut conn.out) else {
+            continue;
         };
-        stats::add(&counters.bytes_read, frame.len() as u64 + 4);
-        if let Some(command) = decode(&frame, &mut reply) {
-            let outcome = {
-                let call = execute(&*service, &mut session, command);
-                tokio::pin!(call);
-                loop {
-                    tokio::select! {
-                        biased;
-                        outcome = &mut call => break Some(outcome),
-                        _ = shutdown.cancelled() => break None,
-                        next = frames.next(), if backlog.len() < MAX_PIPELINED => match next {
-                            Some(Ok(frame)) => backlog.push_back(frame),
-                            // The client left (or broke framing) mid-call:
-                            // dropping the call returns what it had taken.
-                            _ => break None,
-                        },
-                    }
-                }
-            };
-            let Some(outcome) = outcome else { break };
-            encode(&frame, outcome, &mut reply);
-        }
-        let bytes = reply.finish();
-        if let Err(e) = write_half.write_all(bytes).await {
-            tracing::debug!(%peer, error = %e, "thrift reply not delivered");
+        let Some(outcome) = conn.run(execute(&*service, &mut session, command)).await else {
             break;
-        }
-        stats::add(&counters.bytes_written, bytes.len() as u64);
+        };
+        encode(&frame, outcome, &mut conn.out);
     }
+    conn.flush().await;
 }
 
 #[cfg(test)]

@@ -10,6 +10,15 @@ use super::fifo::{PutOutcome, Queue, XidSource};
 use super::name::{self, NameError};
 use crate::config::QueueConfig;
 
+/// Queue lifecycle counters since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lifecycle {
+    pub creates: u64,
+    pub deletes: u64,
+    /// Queues deleted for staying empty past their `max_queue_age`.
+    pub expires: u64,
+}
+
 /// The named queues, created on first use.
 pub struct QueueCollection {
     queues: RwLock<HashMap<Arc<str>, Arc<Queue>>>,
@@ -17,6 +26,7 @@ pub struct QueueCollection {
     config: Arc<QueueConfig>,
     creates: AtomicU64,
     deletes: AtomicU64,
+    expires: AtomicU64,
 }
 
 impl QueueCollection {
@@ -27,6 +37,7 @@ impl QueueCollection {
             config: Arc::new(config),
             creates: AtomicU64::new(0),
             deletes: AtomicU64::new(0),
+            expires: AtomicU64::new(0),
         }
     }
 
@@ -96,22 +107,18 @@ impl QueueCollection {
 
     /// Every queue, sorted by name.
     pub fn all(&self) -> Vec<Arc<Queue>> {
-        let mut all: Vec<_> = self
-            .queues
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let queues = self.queues.read().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<_> = queues.values().cloned().collect();
+        drop(queues);
         all.sort_by(|a, b| a.name().cmp(b.name()));
         all
     }
 
-    /// Queues created and deleted since start.
-    pub fn lifecycle_counts(&self) -> (u64, u64) {
-        (
-            self.creates.load(Ordering::Relaxed),
-            self.deletes.load(Ordering::Relaxed),
-        )
+    pub fn lifecycle(&self) -> Lifecycle {
+        Lifecycle {
+            creates: self.creates.load(Ordering::Relaxed),
+            deletes: self.deletes.load(Ordering::Relaxed),
+            expires: self.expires.load(Ordering::Relaxed),
+        }
     }
 }

@@ -391,6 +391,27 @@ impl Queue {
         st.store.counters.total_flushes += 1;
     }
 
+    /// Drops every expired ready item, wherever it sits in the queue (Kestrel
+    /// only looked at the head). Returns how many were dropped.
+    pub fn flush_expired(&self) -> u64 {
+        let now = now_ms();
+        let mut st = self.lock();
+        let store = &mut st.store;
+        let before = store.ready.len();
+        let mut freed = 0;
+        store.ready.retain(|item| {
+            let expired = item.is_expired(now);
+            if expired {
+                freed += item.size();
+            }
+            !expired
+        });
+        let dropped = (before - store.ready.len()) as u64;
+        store.bytes -= freed;
+        store.counters.expired_items += dropped;
+        dropped
+    }
+
     /// Marks the queue deleted: its items are dropped, parked readers return
     /// with what they have, and later calls through stale handles do nothing.
     pub fn delete(&self) {

@@ -212,3 +212,89 @@ pub fn client(addr: SocketAddr) -> Client {
         TBinaryOutputProtocol::new(TFramedWriteTransport::new(w), true),
     )
 }
+
+/// A raw line-protocol client (memcache, text) with a read timeout, so a
+/// missing reply fails the test instead of hanging it.
+pub struct Raw {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    pub fn connect(addr: SocketAddr) -> Raw {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_nodelay(true).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        Raw {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, bytes: impl AsRef<[u8]>) {
+        use std::io::Write;
+        self.stream.write_all(bytes.as_ref()).expect("send");
+    }
+
+    fn fill(&mut self) -> usize {
+        use std::io::Read;
+        let mut chunk = [0u8; 65536];
+        let n = self.stream.read(&mut chunk).expect("read (timed out?)");
+        self.buf.extend_from_slice(&chunk[..n]);
+        n
+    }
+
+    /// The next line, without its `\r\n` or `\n`.
+    pub fn line(&mut self) -> String {
+        loop {
+            if let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
+                let mut line: Vec<u8> = self.buf.drain(..=end).collect();
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return String::from_utf8_lossy(&line).into_owned();
+            }
+            assert!(self.fill() > 0, "connection closed; expected a line");
+        }
+    }
+
+    /// The next `n` bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        while self.buf.len() < n {
+            assert!(self.fill() > 0, "connection closed; expected {n} bytes");
+        }
+        self.buf.drain(..n).collect()
+    }
+
+    /// Sends `line` with `\r\n` and returns the first reply line.
+    pub fn ask(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n"));
+        self.line()
+    }
+
+    /// Lines up to and including `last`.
+    pub fn lines_until(&mut self, last: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            let line = self.line();
+            let done = line == last;
+            lines.push(line);
+            if done {
+                return lines;
+            }
+        }
+    }
+
+    /// Asserts the server closed the connection.
+    pub fn expect_closed(&mut self) {
+        assert!(
+            self.buf.is_empty(),
+            "unread data: {:?}",
+            String::from_utf8_lossy(&self.buf)
+        );
+        assert_eq!(self.fill(), 0, "connection still open");
+    }
+}

@@ -74,6 +74,14 @@ class Server:
     def thrift(self):
         return self.addrs["thrift"]
 
+    @property
+    def memcache(self):
+        return self.addrs["memcache"]
+
+    @property
+    def text(self):
+        return self.addrs["text"]
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.terminate()

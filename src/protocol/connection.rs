@@ -1,0 +1,205 @@
+//! What every protocol's connection task shares: a decoder over the read half,
+//! a reply buffer over the write half, and the rules for running a call.
+//!
+//! - Replies are appended to [`Connection::out`] and written when the
+//!   connection would otherwise wait for input, so pipelined requests are
+//!   answered with one write per batch and a lone request with one write.
+//! - A call runs under [`Connection::run`], which keeps reading while the call
+//!   waits: requests pipelined behind it are queued (a bounded number; past it
+//!   the connection stops reading), and if the client leaves or the server
+//!   shuts down, the call is dropped — which hands back anything it had taken.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::{FutureExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_util::codec::{Decoder, FramedRead};
+use tokio_util::sync::CancellationToken;
+
+use crate::stats::{self, Stats};
+
+/// Requests a client may pipeline behind a running call before the
+/// connection stops reading (TCP flow control then slows the client down).
+const MAX_PIPELINED: usize = 64;
+
+/// One client connection of protocol `C`.
+pub struct Connection<'a, C: Decoder> {
+    pub peer: SocketAddr,
+    protocol: &'static str,
+    frames: FramedRead<Counted<'a>, C>,
+    writer: OwnedWriteHalf,
+    /// Replies not yet written.
+    pub out: BytesMut,
+    backlog: VecDeque<C::Item>,
+    shutdown: CancellationToken,
+    idle_timeout: Option<Duration>,
+    stats: &'a Stats,
+    closed: bool,
+}
+
+impl<'a, C: Decoder> Connection<'a, C>
+where
+    C::Error: std::fmt::Display,
+{
+    pub fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        protocol: &'static str,
+        codec: C,
+        stats: &'a Stats,
+        shutdown: CancellationToken,
+    ) -> Self {
+        // Replies are small and latency-bound: never wait for Nagle.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+        }
+        let (read_half, writer) = stream.into_split();
+        Connection {
+            peer,
+            protocol,
+            frames: FramedRead::new(
+                Counted {
+                    inner: read_half,
+                    stats,
+                },
+                codec,
+            ),
+            writer,
+            out: BytesMut::with_capacity(4096),
+            backlog: VecDeque::new(),
+            shutdown,
+            idle_timeout: None,
+            stats,
+            closed: false,
+        }
+    }
+
+    /// Closes the connection when no request arrives for this long.
+    pub fn with_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// The next request; `None` once the client left, sent something the
+    /// codec cannot frame, stayed idle too long, or the server is shutting
+    /// down. Pending replies are written before waiting.
+    pub async fn next(&mut self) -> Option<C::Item> {
+        if let Some(frame) = self.backlog.pop_front() {
+            return Some(frame);
+        }
+        if self.closed {
+            return None;
+        }
+        if !self.out.is_empty() {
+            // Answer pipelined requests in one write: only flush when nothing
+            // more is ready to be decoded.
+            if let Some(next) = self.frames.next().now_or_never() {
+                return self.accept(next);
+            }
+            if !self.flush().await {
+                return None;
+            }
+        }
+        let idle_timeout = self.idle_timeout;
+        let idle = async {
+            match idle_timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        let next = tokio::select! {
+            _ = self.shutdown.cancelled() => None,
+            _ = idle => {
+                tracing::debug!(peer = %self.peer, "{} connection idle too long; closing", self.protocol);
+                None
+            }
+            next = self.frames.next() => next,
+        };
+        self.accept(next)
+    }
+
+    fn accept(&mut self, next: Option<Result<C::Item, C::Error>>) -> Option<C::Item> {
+        match next {
+            Some(Ok(frame)) => Some(frame),
+            Some(Err(e)) => {
+                tracing::warn!(peer = %self.peer, error = %e, "{} connection closed: unreadable input", self.protocol);
+                self.closed = true;
+                None
+            }
+            None => {
+                self.closed = true;
+                None
+            }
+        }
+    }
+
+    /// Runs `call` to completion while watching the connection; `None` if the
+    /// client left or the server shut down first (the call is then dropped).
+    pub async fn run<F: Future>(&mut self, call: F) -> Option<F::Output> {
+        tokio::pin!(call);
+        loop {
+            let room = !self.closed && self.backlog.len() < MAX_PIPELINED;
+            tokio::select! {
+                biased;
+                output = &mut call => return Some(output),
+                _ = self.shutdown.cancelled() => return None,
+                next = self.frames.next(), if room => match next {
+                    Some(Ok(frame)) => self.backlog.push_back(frame),
+                    _ => {
+                        self.closed = true;
+                        return None;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Writes the pending replies; `false` if the client is gone.
+    pub async fn flush(&mut self) -> bool {
+        if self.out.is_empty() {
+            return true;
+        }
+        let n = self.out.len();
+        match self.writer.write_all(&self.out).await {
+            Ok(()) => {
+                stats::add(&self.stats.bytes_written, n as u64);
+                self.out.clear();
+                true
+            }
+            Err(e) => {
+                tracing::debug!(peer = %self.peer, error = %e, "{} reply not delivered", self.protocol);
+                self.closed = true;
+                false
+            }
+        }
+    }
+}
+
+/// The read half, counting bytes into `bytes_read`.
+struct Counted<'a> {
+    inner: OwnedReadHalf,
+    stats: &'a Stats,
+}
+
+impl AsyncRead for Counted<'_> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
+        stats::add(&this.stats.bytes_read, (buf.filled().len() - before) as u64);
+        poll
+    }
+}

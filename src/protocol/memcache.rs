@@ -1,0 +1,811 @@
+//! The memcache adapter (Kestrel's port 22133): the ASCII memcache dialect
+//! Kestrel clients speak, with queues as keys.
+//!
+//! [`McCodec`] frames and parses requests without I/O or queue knowledge:
+//! bytes in, typed [`Request`]s (or the error reply a bad request earns)
+//! out. [`serve`] runs each request on the [`QueueService`] and writes the
+//! reply. Beyond Kestrel: lines are limited in length, bad numbers and missing
+//! arguments get `CLIENT_ERROR <reason>` instead of a silent disconnect, an
+//! oversized `set` is skipped without being buffered, and `noreply` works.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::net::TcpStream;
+use tokio_util::codec::Decoder;
+use tokio_util::sync::CancellationToken;
+
+use super::connection::Connection;
+use crate::config::ServerConfig;
+use crate::service::{
+    Expiry, GetRequest, QueueService, Read, ServerStatus, ServiceError, Transactions,
+};
+use crate::stats::{queue_fields, server_fields};
+
+/// Expiry times at or above this are absolute Unix times (memcache's rule).
+const ABSOLUTE_EXPIRY: i64 = 1_000_000;
+
+/// Options of a `get`: `queue/t=500/open`, in any order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GetOptions {
+    pub timeout: Option<Duration>,
+    pub open: bool,
+    pub close: bool,
+    pub abort: bool,
+    pub peek: bool,
+}
+
+/// A parsed memcache request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Set {
+        queue: String,
+        expiry: Expiry,
+        data: Bytes,
+        noreply: bool,
+    },
+    Get {
+        queue: String,
+        options: GetOptions,
+    },
+    Monitor {
+        queue: String,
+        timeout: Duration,
+        max_items: Option<usize>,
+    },
+    Confirm {
+        queue: String,
+        count: usize,
+    },
+    Delete {
+        queue: String,
+    },
+    Flush {
+        queue: String,
+    },
+    FlushAll,
+    FlushExpired {
+        queue: String,
+    },
+    FlushAllExpired,
+    Stats,
+    DumpStats {
+        queues: Vec<String>,
+    },
+    Version,
+    Status {
+        set: Option<String>,
+    },
+    Reload,
+    Shutdown,
+    Quit,
+}
+
+/// What the codec yields: a request, or the reply to a request it refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Request(Request),
+    /// `CLIENT_ERROR <reason>`.
+    ClientError(String),
+    /// A `set` larger than the item limit; its data was skipped.
+    TooLarge,
+}
+
+/// A `set` line whose data block is still to come.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SetLine {
+    queue: String,
+    expiry: Expiry,
+    len: usize,
+    noreply: bool,
+}
+
+/// What a request line turned out to be.
+enum Line {
+    Request(Request),
+    Set(SetLine),
+    /// A `set` with a usable length but a bad field: its data is skipped,
+    /// then this error is the reply.
+    BadSet {
+        len: usize,
+        reason: String,
+    },
+}
+
+#[derive(Debug)]
+enum State {
+    Line,
+    Data(SetLine),
+    /// Discarding `remaining` bytes of a refused data block.
+    Skip {
+        remaining: usize,
+        then: Frame,
+    },
+    /// Discarding the rest of an over-long line.
+    DiscardLine,
+}
+
+/// Frames memcache requests, never buffering more than one line (up to
+/// `max_line`) or one accepted data block (up to `max_item`).
+#[derive(Debug)]
+pub struct McCodec {
+    max_line: usize,
+    max_item: usize,
+    state: State,
+}
+
+impl McCodec {
+    pub fn new(max_line: usize, max_item: usize) -> Self {
+        McCodec {
+            max_line,
+            max_item,
+            state: State::Line,
+        }
+    }
+}
+
+impl Decoder for McCodec {
+    type Item = Frame;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, Self::Error> {
+        loop {
+            match &mut self.state {
+                State::Line => {
+                    let window = &buf[..buf.len().min(self.max_line + 1)];
+                    let Some(end) = window.iter().position(|&b| b == b'\n') else {
+                        if buf.len() > self.max_line {
+                            self.state = State::DiscardLine;
+                            let reason = format!("line longer than {} bytes", self.max_line);
+                            return Ok(Some(Frame::ClientError(reason)));
+                        }
+                        return Ok(None);
+                    };
+                    let line = buf.split_to(end + 1);
+                    match parse_line(trim_eol(&line)) {
+                        Ok(Line::Request(request)) => return Ok(Some(Frame::Request(request))),
+                        Ok(Line::Set(set)) if set.len > self.max_item => {
+                            self.state = State::Skip {
+                                remaining: set.len + 2,
+                                then: Frame::TooLarge,
+                            };
+                        }
+                        Ok(Line::Set(set)) => self.state = State::Data(set),
+                        Ok(Line::BadSet { len, reason }) => {
+                            let then = Frame::ClientError(reason);
+                            self.state = State::Skip {
+                                remaining: len.saturating_add(2),
+                                then,
+                            };
+                        }
+                        Err(reason) => return Ok(Some(Frame::ClientError(reason))),
+                    }
+                }
+                State::Data(set) => {
+                    let len = set.len;
+                    // The block ends with "\r\n" (a bare "\n" is accepted).
+                    let terminator = match buf.get(len) {
+                        None => return Ok(None),
+                        Some(b'\n') => 1,
+                        Some(b'\r') if buf.len() < len + 2 => return Ok(None),
+                        Some(b'\r') if buf[len + 1] == b'\n' => 2,
+                        Some(_) => {
+                            buf.advance(len);
+                            self.state = State::DiscardLine;
+                            return Ok(Some(Frame::ClientError("bad data chunk".into())));
+                        }
+                    };
+                    let data = buf.split_to(len).freeze();
+                    buf.advance(terminator);
+                    let State::Data(set) = std::mem::replace(&mut self.state, State::Line) else {
+                        unreachable!()
+                    };
+                    let request = Request::Set {
+                        queue: set.queue,
+                        expiry: set.expiry,
+                        data,
+                        noreply: set.noreply,
+                    };
+                    return Ok(Some(Frame::Request(request)));
+                }
+                State::Skip { remaining, .. } => {
+                    let n = (*remaining).min(buf.len());
+                    buf.advance(n);
+                    *remaining -= n;
+                    if *remaining > 0 {
+                        return Ok(None);
+                    }
+                    let State::Skip { then, .. } = std::mem::replace(&mut self.state, State::Line)
+                    else {
+                        unreachable!()
+                    };
+                    return Ok(Some(then));
+                }
+                State::DiscardLine => match buf.iter().position(|&b| b == b'\n') {
+                    Some(end) => {
+                        buf.advance(end + 1);
+                        self.state = State::Line;
+                    }
+                    None => {
+                        buf.clear();
+                        return Ok(None);
+                    }
+                },
+            }
+        }
+    }
+}
+
+fn trim_eol(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn text(word: &[u8], what: &str) -> Result<String, String> {
+    String::from_utf8(word.to_vec()).map_err(|_| format!("{what} is not valid UTF-8"))
+}
+
+fn number<T: std::str::FromStr>(word: Option<&&[u8]>, what: &str) -> Result<T, String> {
+    let word = word.ok_or_else(|| format!("missing {what}"))?;
+    std::str::from_utf8(word)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad {what} {:?}", String::from_utf8_lossy(word)))
+}
+
+fn queue_arg(word: Option<&&[u8]>) -> Result<String, String> {
+    text(word.ok_or("missing queue name")?, "queue name")
+}
+
+/// Parses one request line (without its line end).
+fn parse_line(line: &[u8]) -> Result<Line, String> {
+    let words: Vec<&[u8]> = line
+        .split(|&b| b == b' ')
+        .filter(|w| !w.is_empty())
+        .collect();
+    let Some(command) = words.first() else {
+        return Err("empty command line".into());
+    };
+    let command = String::from_utf8_lossy(command).to_ascii_lowercase();
+    let args = &words[1..];
+    let request = match command.as_str() {
+        "set" => return parse_set(args),
+        "get" | "gets" => parse_get(args)?,
+        "monitor" => Request::Monitor {
+            queue: queue_arg(args.first())?,
+            timeout: Duration::from_secs(number(args.get(1), "timeout")?),
+            max_items: args
+                .get(2)
+                .map(|_| number(args.get(2), "max_items"))
+                .transpose()?,
+        },
+        "confirm" => Request::Confirm {
+            queue: queue_arg(args.first())?,
+            count: number(args.get(1), "count")?,
+        },
+        "delete" => Request::Delete {
+            queue: queue_arg(args.first())?,
+        },
+        "flush" => Request::Flush {
+            queue: queue_arg(args.first())?,
+        },
+        "flush_all" => Request::FlushAll,
+        "flush_expired" => Request::FlushExpired {
+            queue: queue_arg(args.first())?,
+        },
+        "flush_all_expired" => Request::FlushAllExpired,
+        "stats" => Request::Stats,
+        "dump_stats" => Request::DumpStats {
+            queues: args
+                .iter()
+                .map(|q| text(q, "queue name"))
+                .collect::<Result<_, _>>()?,
+        },
+        "version" => Request::Version,
+        "status" => Request::Status {
+            set: args.first().map(|s| text(s, "status")).transpose()?,
+        },
+        "reload" => Request::Reload,
+        "shutdown" => Request::Shutdown,
+        "quit" => Request::Quit,
+        other => return Err(format!("unknown command {other:?}")),
+    };
+    Ok(Line::Request(request))
+}
+
+fn parse_set(args: &[&[u8]]) -> Result<Line, String> {
+    let len: usize = number(args.get(3), "byte count")?;
+    let fields = || -> Result<SetLine, String> {
+        let queue = queue_arg(args.first())?;
+        let _flags: u32 = number(args.get(1), "flags")?;
+        let exptime: i64 = number(args.get(2), "expiration time")?;
+        let noreply = match args.get(4) {
+            None => false,
+            Some(&b"noreply") => true,
+            Some(other) => return Err(format!("unexpected {:?}", String::from_utf8_lossy(other))),
+        };
+        let expiry = match exptime {
+            0 => Expiry::Never,
+            t if t < 0 => Expiry::At(0),
+            t if t < ABSOLUTE_EXPIRY => Expiry::After(Duration::from_secs(t as u64)),
+            t => Expiry::At(t.saturating_mul(1000)),
+        };
+        Ok(SetLine {
+            queue,
+            expiry,
+            len,
+            noreply,
+        })
+    };
+    Ok(match fields() {
+        Ok(set) => Line::Set(set),
+        Err(reason) => Line::BadSet { len, reason },
+    })
+}
+
+fn parse_get(args: &[&[u8]]) -> Result<Request, String> {
+    // Kestrel serves only the first key of a multi-key get.
+    let key = text(args.first().ok_or("missing queue name")?, "queue name")?;
+    let mut parts = key.split('/');
+    let queue = parts.next().unwrap_or_default().to_string();
+    if queue.is_empty() {
+        return Err("missing queue name".into());
+    }
+    let mut options = GetOptions::default();
+    for option in parts {
+        match option {
+            "open" => options.open = true,
+            "close" => options.close = true,
+            "abort" => options.abort = true,
+            "peek" => options.peek = true,
+            t if t.starts_with("t=") => {
+                let ms: u64 = t[2..].parse().map_err(|_| format!("bad timeout {t:?}"))?;
+                options.timeout = Some(Duration::from_millis(ms));
+            }
+            // Kestrel ignores options it does not know.
+            _ => {}
+        }
+    }
+    if (options.peek || options.abort) && (options.open || options.close) {
+        return Err("peek and abort cannot be combined with open or close".into());
+    }
+    if options.peek && options.abort {
+        return Err("peek and abort cannot be combined".into());
+    }
+    Ok(Request::Get { queue, options })
+}
+
+/// The one place a refused call becomes a memcache reply.
+fn error_reply(e: &ServiceError) -> String {
+    match e {
+        ServiceError::BadName(_) => format!("CLIENT_ERROR {e}"),
+        ServiceError::OpenReadPending
+        | ServiceError::TooManyOpenReads { .. }
+        | ServiceError::NotEnoughOpen { .. } => "ERROR".into(),
+        ServiceError::Unavailable { .. } => format!("SERVER_ERROR {e}"),
+    }
+}
+
+fn line(out: &mut BytesMut, text: &str) {
+    out.reserve(text.len() + 2);
+    out.put_slice(text.as_bytes());
+    out.put_slice(b"\r\n");
+}
+
+fn value(out: &mut BytesMut, queue: &str, data: &[u8]) {
+    out.reserve(queue.len() + data.len() + 32);
+    out.put_slice(format!("VALUE {queue} 0 {}\r\n", data.len()).as_bytes());
+    out.put_slice(data);
+    out.put_slice(b"\r\nEND\r\n");
+}
+
+/// What the connection does after a request.
+enum Next {
+    Continue,
+    Close,
+}
+
+/// Serves one memcache connection.
+pub async fn serve<S: QueueService>(
+    service: Arc<S>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    config: Arc<ServerConfig>,
+    shutdown: CancellationToken,
+) {
+    let stats = service.counters();
+    let _connection = stats.connection();
+    let codec = McCodec::new(config.max_line_size, config.max_item_size);
+    let mut conn = Connection::new(stream, peer, "memcache", codec, stats, shutdown)
+        .with_idle_timeout(config.client_timeout);
+    let mut session = service.session();
+    while let Some(frame) = conn.next().await {
+        let request = match frame {
+            Frame::Request(request) => request,
+            Frame::ClientError(reason) => {
+                line(&mut conn.out, &format!("CLIENT_ERROR {reason}"));
+                continue;
+            }
+            Frame::TooLarge => {
+                line(&mut conn.out, "SERVER_ERROR object too large");
+                continue;
+            }
+        };
+        match execute(&*service, &mut session, &mut conn, request, &config).await {
+            Some(Next::Continue) => {}
+            Some(Next::Close) | None => break,
+        }
+    }
+    conn.flush().await;
+}
+
+/// Runs one request and appends its reply; `None` if the client left meanwhile.
+async fn execute<S: QueueService>(
+    service: &S,
+    session: &mut S::Session,
+    conn: &mut Connection<'_, McCodec>,
+    request: Request,
+    config: &ServerConfig,
+) -> Option<Next> {
+    let reply: String = match request {
+        Request::Set {
+            queue,
+            expiry,
+            data,
+            noreply,
+        } => {
+            let reply = match conn.run(service.put(&queue, vec![data], expiry)).await? {
+                Ok(1) => "STORED".into(),
+                Ok(_) => "NOT_STORED".into(),
+                Err(e) => error_reply(&e),
+            };
+            if noreply {
+                return Some(Next::Continue);
+            }
+            reply
+        }
+        Request::Get { queue, options } => {
+            get(service, session, conn, &queue, options).await?;
+            return Some(Next::Continue);
+        }
+        Request::Monitor {
+            queue,
+            timeout,
+            max_items,
+        } => {
+            let max_items = max_items.unwrap_or(config.max_open_transactions);
+            let deadline = tokio::time::Instant::now() + timeout;
+            for _ in 0..max_items {
+                let timeout = Some(deadline.saturating_duration_since(tokio::time::Instant::now()));
+                let request = GetRequest {
+                    max_items: 1,
+                    timeout,
+                    read: Read::Open,
+                };
+                match conn.run(service.get(session, &queue, request)).await? {
+                    Ok(items) if !items.is_empty() => {
+                        value(&mut conn.out, &queue, &items[0].data);
+                        // Stream each item as it comes.
+                        if !conn.flush().await {
+                            return None;
+                        }
+                    }
+                    // Out of time, out of items, or not allowed to open more.
+                    _ => break,
+                }
+            }
+            "END".into()
+        }
+        Request::Confirm { queue, count } => {
+            match conn
+                .run(service.confirm(session, &queue, Transactions::Oldest(count)))
+                .await?
+            {
+                Ok(_) if count > 0 => "END".into(),
+                Ok(_) => "ERROR".into(),
+                Err(e) => error_reply(&e),
+            }
+        }
+        Request::Delete { queue } => match conn.run(service.delete(&queue)).await? {
+            Ok(()) => "DELETED".into(),
+            Err(e) => error_reply(&e),
+        },
+        Request::Flush { queue } => match conn.run(service.flush(&queue)).await? {
+            Ok(()) => "END".into(),
+            Err(e) => error_reply(&e),
+        },
+        Request::FlushAll => match conn.run(service.flush_all()).await? {
+            Ok(()) => "Flushed all queues.".into(),
+            Err(e) => error_reply(&e),
+        },
+        Request::FlushExpired { queue } => {
+            match conn.run(service.flush_expired(Some(&queue))).await? {
+                Ok(n) => n.to_string(),
+                Err(e) => error_reply(&e),
+            }
+        }
+        Request::FlushAllExpired => match conn.run(service.flush_expired(None)).await? {
+            Ok(n) => n.to_string(),
+            Err(e) => error_reply(&e),
+        },
+        Request::Stats => {
+            let stats = service.stats();
+            let mut text = String::new();
+            for (name, value) in server_fields(&stats) {
+                text += &format!("STAT {name} {value}\r\n");
+            }
+            for (queue, q) in &stats.queues {
+                for (name, value) in queue_fields(q) {
+                    text += &format!("STAT queue_{queue}_{name} {value}\r\n");
+                }
+            }
+            text + "END"
+        }
+        Request::DumpStats { queues } => {
+            let stats = service.stats();
+            let mut text = String::new();
+            for (queue, q) in stats.queues.iter().filter(|(name, _)| {
+                queues.is_empty() || queues.iter().any(|wanted| wanted.as_str() == &**name)
+            }) {
+                text += &format!("queue '{queue}' {{\r\n");
+                for (name, value) in queue_fields(q) {
+                    text += &format!("  {name}={value}\r\n");
+                }
+                text += "}\r\n";
+            }
+            text + "END"
+        }
+        Request::Version => format!("VERSION {}", service.version()),
+        Request::Status { set: None } => service.status().word().to_string(),
+        Request::Status { set: Some(name) } => match ServerStatus::parse(&name) {
+            Some(status) => match conn.run(service.set_status(status)).await? {
+                Ok(()) => "END".into(),
+                Err(e) => error_reply(&e),
+            },
+            None => format!("CLIENT_ERROR unknown status {name:?} (up, readonly or quiescent)"),
+        },
+        Request::Reload => match service.reload() {
+            Ok(()) => "Reloaded config.".into(),
+            Err(e) => format!("SERVER_ERROR {e}"),
+        },
+        Request::Shutdown => {
+            tracing::info!(peer = %conn.peer, "shutdown requested over memcache");
+            service.shutdown();
+            return Some(Next::Close);
+        }
+        Request::Quit => return Some(Next::Close),
+    };
+    line(&mut conn.out, &reply);
+    Some(Next::Continue)
+}
+
+/// `get queue/options`: the transaction options first, then the read.
+/// Appends the reply; `None` if the client left meanwhile.
+async fn get<S: QueueService>(
+    service: &S,
+    session: &mut S::Session,
+    conn: &mut Connection<'_, McCodec>,
+    queue: &str,
+    options: GetOptions,
+) -> Option<()> {
+    if options.close {
+        // Closing with nothing open is not an error (Kestrel ignores it).
+        let reply = match conn
+            .run(service.confirm(session, queue, Transactions::Oldest(1)))
+            .await?
+        {
+            Ok(_) | Err(ServiceError::NotEnoughOpen { .. }) if !options.open => Some("END".into()),
+            Ok(_) | Err(ServiceError::NotEnoughOpen { .. }) => None,
+            Err(e) => Some(error_reply(&e)),
+        };
+        if let Some(reply) = reply {
+            line(&mut conn.out, &reply);
+            return Some(());
+        }
+    }
+    if options.abort {
+        let reply = match conn
+            .run(service.abort(session, queue, Transactions::Oldest(1)))
+            .await?
+        {
+            Ok(_) | Err(ServiceError::NotEnoughOpen { .. }) => "END".into(),
+            Err(e) => error_reply(&e),
+        };
+        line(&mut conn.out, &reply);
+        return Some(());
+    }
+    let read = if options.open {
+        Read::Open
+    } else if options.peek {
+        Read::Peek
+    } else {
+        Read::Remove
+    };
+    let request = GetRequest {
+        max_items: 1,
+        timeout: options.timeout,
+        read,
+    };
+    match conn.run(service.get(session, queue, request)).await? {
+        Ok(items) => match items.first() {
+            Some(item) => value(&mut conn.out, queue, &item.data),
+            None => line(&mut conn.out, "END"),
+        },
+        Err(e) => line(&mut conn.out, &error_reply(&e)),
+    }
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(input: &[u8], max_item: usize) -> Vec<Frame> {
+        let mut codec = McCodec::new(64, max_item);
+        let mut buf = BytesMut::from(input);
+        let mut frames = Vec::new();
+        while let Some(frame) = codec.decode(&mut buf).unwrap() {
+            frames.push(frame);
+        }
+        frames
+    }
+
+    fn request(line: &str) -> Request {
+        match decode_all(line.as_bytes(), 1024).as_slice() {
+            [Frame::Request(r)] => r.clone(),
+            other => panic!("{line:?} gave {other:?}"),
+        }
+    }
+
+    fn client_error(line: &str) -> String {
+        match decode_all(line.as_bytes(), 1024).as_slice() {
+            [Frame::ClientError(reason)] => reason.clone(),
+            other => panic!("{line:?} gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_sets_with_data_blocks_and_pipelining() {
+        let frames = decode_all(
+            b"set q 5 0 3\r\nabc\r\nSET q 0 10 2 noreply\nxy\nget q\r\n",
+            1024,
+        );
+        assert_eq!(
+            frames,
+            [
+                Frame::Request(Request::Set {
+                    queue: "q".into(),
+                    expiry: Expiry::Never,
+                    data: Bytes::from_static(b"abc"),
+                    noreply: false
+                }),
+                Frame::Request(Request::Set {
+                    queue: "q".into(),
+                    expiry: Expiry::After(Duration::from_secs(10)),
+                    data: Bytes::from_static(b"xy"),
+                    noreply: true
+                }),
+                Frame::Request(Request::Get {
+                    queue: "q".into(),
+                    options: GetOptions::default()
+                }),
+            ]
+        );
+    }
+
+    #[test]
+    fn data_may_contain_line_ends_and_arrive_in_pieces() {
+        let mut codec = McCodec::new(64, 1024);
+        let mut buf = BytesMut::new();
+        for piece in [&b"set q 0 0 4\r"[..], b"\na\r", b"\nb", b"\r", b"\n"] {
+            assert_eq!(codec.decode(&mut buf).unwrap(), None);
+            buf.extend_from_slice(piece);
+        }
+        match codec.decode(&mut buf).unwrap() {
+            Some(Frame::Request(Request::Set { data, .. })) => assert_eq!(&data[..], b"a\r\nb"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn expiry_times_follow_memcache_rules() {
+        let expiry = |t: &str| match request(&format!("set q 0 {t} 1\r\nx\r\n")) {
+            Request::Set { expiry, .. } => expiry,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(expiry("0"), Expiry::Never);
+        assert_eq!(
+            expiry("999999"),
+            Expiry::After(Duration::from_secs(999_999))
+        );
+        assert_eq!(expiry("1000000"), Expiry::At(1_000_000_000));
+        assert_eq!(expiry("-1"), Expiry::At(0));
+    }
+
+    #[test]
+    fn oversized_sets_are_skipped_without_buffering() {
+        let mut codec = McCodec::new(64, 4);
+        let mut buf = BytesMut::from(&b"set q 0 0 10\r\n0123"[..]);
+        assert_eq!(codec.decode(&mut buf).unwrap(), None);
+        assert!(buf.is_empty(), "skipped bytes must not be kept");
+        buf.extend_from_slice(b"456789\r\nversion\r\n");
+        assert_eq!(codec.decode(&mut buf).unwrap(), Some(Frame::TooLarge));
+        assert_eq!(
+            codec.decode(&mut buf).unwrap(),
+            Some(Frame::Request(Request::Version))
+        );
+    }
+
+    #[test]
+    fn bad_input_gets_a_reason() {
+        assert_eq!(client_error("add q 0 0 1\r\n"), "unknown command \"add\"");
+        assert_eq!(client_error("set q 0 0\r\n"), "missing byte count");
+        assert_eq!(client_error("set q 0 0 x\r\n"), "bad byte count \"x\"");
+        assert_eq!(client_error("confirm q\r\n"), "missing count");
+        assert_eq!(client_error("monitor q soon\r\n"), "bad timeout \"soon\"");
+        assert_eq!(client_error("get\r\n"), "missing queue name");
+        assert_eq!(client_error("get /open\r\n"), "missing queue name");
+        assert_eq!(client_error("get q/t=abc\r\n"), "bad timeout \"t=abc\"");
+        assert_eq!(client_error("\r\n"), "empty command line");
+        // A bad field with a usable length: the data block is skipped.
+        assert_eq!(
+            decode_all(b"set q x 0 1\r\nz\r\nversion\r\n", 1024),
+            [
+                Frame::ClientError("bad flags \"x\"".into()),
+                Frame::Request(Request::Version)
+            ]
+        );
+    }
+
+    #[test]
+    fn forbidden_option_combinations() {
+        for key in [
+            "q/peek/open",
+            "q/peek/close",
+            "q/abort/open",
+            "q/close/abort",
+            "q/peek/abort",
+        ] {
+            assert!(
+                client_error(&format!("get {key}\r\n")).contains("cannot be combined"),
+                "{key}"
+            );
+        }
+        let opts = |key: &str| match request(&format!("get {key}\r\n")) {
+            Request::Get { options, .. } => options,
+            other => panic!("{other:?}"),
+        };
+        let o = opts("q/t=500/close/open/whatever");
+        assert_eq!(
+            (o.timeout, o.open, o.close),
+            (Some(Duration::from_millis(500)), true, true)
+        );
+        assert!(opts("q/peek/t=1").peek);
+    }
+
+    #[test]
+    fn long_lines_are_refused_and_the_stream_resyncs() {
+        let mut input = vec![b'x'; 100];
+        input.extend_from_slice(b" more\r\nversion\r\n");
+        assert_eq!(
+            decode_all(&input, 1024),
+            [
+                Frame::ClientError("line longer than 64 bytes".into()),
+                Frame::Request(Request::Version)
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_data_terminator() {
+        assert_eq!(
+            decode_all(b"set q 0 0 1\r\nabc\r\nversion\r\n", 1024),
+            [
+                Frame::ClientError("bad data chunk".into()),
+                Frame::Request(Request::Version)
+            ]
+        );
+    }
+}

@@ -1,0 +1,610 @@
+//! The text adapter (Kestrel's port 2222): a line protocol for people with
+//! telnet or nc. Requests are `\n`-terminated lines (a trailing `\r` is
+//! stripped); replies are `+<n>` (a count), `-<message>` (an error),
+//! `:<item>` (an item) or `*` (no item).
+//!
+//! Every read is reliable: `get`, `peek` and `monitor` first confirm the reads
+//! this connection holds open on the queue, and the reads they open go back
+//! to the queue if the connection closes. Beyond Kestrel: items are stored
+//! byte for byte, and a `put` over the item-count limit is refused with a
+//! message instead of being silently cut.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::net::TcpStream;
+use tokio_util::codec::Decoder;
+use tokio_util::sync::CancellationToken;
+
+use super::connection::Connection;
+use crate::config::ServerConfig;
+use crate::service::{
+    Expiry, GetRequest, QueueService, Read, ServerStatus, ServiceError, Transactions,
+};
+
+/// A parsed text-protocol request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Put {
+        queue: String,
+        expiry: Expiry,
+        items: Vec<Bytes>,
+    },
+    Get {
+        queue: String,
+        timeout: Option<Duration>,
+    },
+    Peek {
+        queue: String,
+        timeout: Option<Duration>,
+    },
+    Monitor {
+        queue: String,
+        timeout: Duration,
+    },
+    Confirm {
+        queue: String,
+        count: usize,
+    },
+    Flush {
+        queue: String,
+    },
+    Delete {
+        queue: String,
+    },
+    Status {
+        set: Option<String>,
+    },
+    Version,
+    Shutdown,
+    Quit,
+}
+
+/// What the codec yields: a request, or the `-` reply to a refused one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Request(Request),
+    Error(String),
+}
+
+/// Limits on what one request may make the server buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Longest command line.
+    pub max_line: usize,
+    /// Longest item line.
+    pub max_item: usize,
+    /// Most items in one `put`.
+    pub max_put_items: usize,
+    /// Most bytes in one `put`.
+    pub max_put_bytes: usize,
+}
+
+#[derive(Debug)]
+enum State {
+    Line,
+    /// Collecting the item lines of a `put`, up to an empty line.
+    Put {
+        queue: String,
+        expiry: Expiry,
+        items: Vec<Bytes>,
+        bytes: usize,
+    },
+    /// Reading past the rest of a refused `put`; `reason` is the reply.
+    RefusedPut {
+        reason: String,
+    },
+    /// Reading past the rest of an over-long line; then `reason` is the reply
+    /// (or, inside a refused put, the put carries on).
+    LongLine {
+        then: Box<State>,
+        reason: String,
+    },
+}
+
+/// Frames text-protocol requests.
+#[derive(Debug)]
+pub struct TextCodec {
+    limits: Limits,
+    state: State,
+}
+
+impl TextCodec {
+    pub fn new(limits: Limits) -> Self {
+        TextCodec {
+            limits,
+            state: State::Line,
+        }
+    }
+
+    fn line_limit(&self) -> usize {
+        match self.state {
+            State::Line => self.limits.max_line,
+            _ => self.limits.max_item,
+        }
+    }
+}
+
+impl Decoder for TextCodec {
+    type Item = Frame;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, Self::Error> {
+        loop {
+            if let State::LongLine { .. } = self.state {
+                let Some(end) = buf.iter().position(|&b| b == b'\n') else {
+                    buf.clear();
+                    return Ok(None);
+                };
+                buf.advance(end + 1);
+                let State::LongLine { then, reason } =
+                    std::mem::replace(&mut self.state, State::Line)
+                else {
+                    unreachable!()
+                };
+                match *then {
+                    State::Line => return Ok(Some(Frame::Error(reason))),
+                    other => self.state = other,
+                }
+                continue;
+            }
+            let limit = self.line_limit();
+            let window = &buf[..buf.len().min(limit + 1)];
+            let Some(end) = window.iter().position(|&b| b == b'\n') else {
+                if buf.len() <= limit {
+                    return Ok(None);
+                }
+
+                let (then, reason) = match std::mem::replace(&mut self.state, State::Line) {
+                    State::Line => (State::Line, format!("Line longer than {limit} bytes.")),
+                    _ => (
+                        State::RefusedPut {
+                            reason: format!("Item longer than {limit} bytes."),
+                        },
+                        String::new(),
+                    ),
+                };
+                self.state = State::LongLine {
+                    then: Box::new(then),
+                    reason,
+                };
+                continue;
+            };
+            let mut line = buf.split_to(end + 1);
+            line.truncate(end);
+            if line.last() == Some(&b'\r') {
+                line.truncate(end - 1);
+            }
+            match &mut self.state {
+                State::Line => match parse_line(&line) {
+                    Ok(Parsed::Request(request)) => return Ok(Some(Frame::Request(request))),
+                    Ok(Parsed::PutHeader { queue, expiry }) => {
+                        self.state = State::Put {
+                            queue,
+                            expiry,
+                            items: Vec::new(),
+                            bytes: 0,
+                        };
+                    }
+                    Err(message) => return Ok(Some(Frame::Error(message))),
+                },
+                State::Put { items, bytes, .. } => {
+                    if line.is_empty() {
+                        let State::Put {
+                            queue,
+                            expiry,
+                            items,
+                            ..
+                        } = std::mem::replace(&mut self.state, State::Line)
+                        else {
+                            unreachable!()
+                        };
+                        return Ok(Some(Frame::Request(Request::Put {
+                            queue,
+                            expiry,
+                            items,
+                        })));
+                    }
+                    *bytes += line.len();
+                    if items.len() >= self.limits.max_put_items
+                        || *bytes > self.limits.max_put_bytes
+                    {
+                        let reason = format!(
+                            "Too many items in one put (limit {} items, {} bytes); nothing was stored.",
+                            self.limits.max_put_items, self.limits.max_put_bytes
+                        );
+                        self.state = State::RefusedPut { reason };
+                    } else {
+                        items.push(line.freeze());
+                    }
+                }
+                State::RefusedPut { .. } => {
+                    if line.is_empty() {
+                        let State::RefusedPut { reason } =
+                            std::mem::replace(&mut self.state, State::Line)
+                        else {
+                            unreachable!()
+                        };
+                        return Ok(Some(Frame::Error(reason)));
+                    }
+                }
+                State::LongLine { .. } => unreachable!("handled above"),
+            }
+        }
+    }
+}
+
+enum Parsed {
+    Request(Request),
+    PutHeader { queue: String, expiry: Expiry },
+}
+
+fn word(w: &[u8]) -> Result<String, String> {
+    String::from_utf8(w.to_vec()).map_err(|_| "Queue name is not valid UTF-8.".to_string())
+}
+
+fn millis(w: &[u8], what: &str) -> Result<Duration, String> {
+    std::str::from_utf8(w)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("Error parsing {what}."))
+}
+
+/// Parses one command line (without its line end).
+fn parse_line(line: &[u8]) -> Result<Parsed, String> {
+    let (line, has_colon) = match line.strip_suffix(b":") {
+        Some(rest) => (rest, true),
+        None => (line, false),
+    };
+    let words: Vec<&[u8]> = line
+        .split(|&b| b == b' ')
+        .filter(|w| !w.is_empty())
+        .collect();
+    let Some(command) = words.first() else {
+        return Err("Empty command.".into());
+    };
+    let command = String::from_utf8_lossy(command).to_ascii_lowercase();
+    let args = &words[1..];
+    let queue = || {
+        args.first()
+            .ok_or_else(|| "Queue name required.".to_string())
+            .and_then(|q| word(q))
+    };
+    let optional_timeout = || args.get(1).map(|t| millis(t, "timeout")).transpose();
+    let request = match command.as_str() {
+        "put" => {
+            if !has_colon {
+                return Err(
+                    "put needs a ':' at the end of its line; items follow, one per line, \
+                            ended by an empty line."
+                        .into(),
+                );
+            }
+            let expiry = match args.get(1) {
+                Some(t) => Expiry::After(millis(t, "expiration time")?),
+                None => Expiry::Never,
+            };
+            return Ok(Parsed::PutHeader {
+                queue: queue()?,
+                expiry,
+            });
+        }
+        "get" => Request::Get {
+            queue: queue()?,
+            timeout: optional_timeout()?,
+        },
+        "peek" => Request::Peek {
+            queue: queue()?,
+            timeout: optional_timeout()?,
+        },
+        "monitor" => {
+            let (Some(q), Some(t)) = (args.first(), args.get(1)) else {
+                return Err("Queue name & timeout required.".into());
+            };
+            Request::Monitor {
+                queue: word(q)?,
+                timeout: millis(t, "timeout")?,
+            }
+        }
+        "confirm" => {
+            let (Some(q), Some(n)) = (args.first(), args.get(1)) else {
+                return Err("Queue name & count required.".into());
+            };
+            let count = std::str::from_utf8(n)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| "Error parsing count.".to_string())?;
+            Request::Confirm {
+                queue: word(q)?,
+                count,
+            }
+        }
+        "flush" => Request::Flush { queue: queue()? },
+        "delete" => Request::Delete { queue: queue()? },
+        "status" => Request::Status {
+            set: args
+                .first()
+                .map(|s| String::from_utf8_lossy(s).into_owned()),
+        },
+        "version" => Request::Version,
+        "shutdown" => Request::Shutdown,
+        "quit" => Request::Quit,
+        _ => return Err(format!("Unknown command: {command}")),
+    };
+    Ok(Parsed::Request(request))
+}
+
+/// The one place a refused call becomes a text reply.
+fn error_reply(e: &ServiceError) -> String {
+    match e {
+        ServiceError::NotEnoughOpen { .. } => "-Not that many transactions open.".into(),
+        other => format!("-{other}"),
+    }
+}
+
+fn reply(out: &mut BytesMut, text: &str) {
+    out.reserve(text.len() + 1);
+    out.put_slice(text.as_bytes());
+    out.put_u8(b'\n');
+}
+
+fn item(out: &mut BytesMut, data: &[u8]) {
+    out.reserve(data.len() + 2);
+    out.put_u8(b':');
+    out.put_slice(data);
+    out.put_u8(b'\n');
+}
+
+/// Serves one text-protocol connection.
+pub async fn serve<S: QueueService>(
+    service: Arc<S>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    config: Arc<ServerConfig>,
+    shutdown: CancellationToken,
+) {
+    let stats = service.counters();
+    let _connection = stats.connection();
+    let codec = TextCodec::new(Limits {
+        max_line: config.max_line_size,
+        max_item: config.max_item_size,
+        max_put_items: config.text_max_put_items,
+        max_put_bytes: config.max_frame_size,
+    });
+    let mut conn = Connection::new(stream, peer, "text", codec, stats, shutdown)
+        .with_idle_timeout(config.client_timeout);
+    let mut session = service.session();
+    while let Some(frame) = conn.next().await {
+        let request = match frame {
+            Frame::Request(request) => request,
+            Frame::Error(message) => {
+                reply(&mut conn.out, &format!("-{message}"));
+                continue;
+            }
+        };
+        if execute(&*service, &mut session, &mut conn, request, &config)
+            .await
+            .is_none()
+        {
+            break;
+        }
+    }
+    conn.flush().await;
+}
+
+/// Runs one request and appends its reply; `None` when the connection is to
+/// close (the client left, asked to quit, or shut the server down).
+async fn execute<S: QueueService>(
+    service: &S,
+    session: &mut S::Session,
+    conn: &mut Connection<'_, TextCodec>,
+    request: Request,
+    config: &ServerConfig,
+) -> Option<()> {
+    let text = match request {
+        Request::Put {
+            queue,
+            expiry,
+            items,
+        } => match conn.run(service.put(&queue, items, expiry)).await? {
+            Ok(n) => format!("+{n}"),
+            Err(e) => error_reply(&e),
+        },
+        Request::Get { queue, timeout } => {
+            return read_one(service, session, conn, &queue, timeout, Read::Open).await;
+        }
+        Request::Peek { queue, timeout } => {
+            return read_one(service, session, conn, &queue, timeout, Read::Peek).await;
+        }
+        Request::Monitor { queue, timeout } => {
+            if let Err(e) = conn
+                .run(service.confirm(session, &queue, Transactions::All))
+                .await?
+            {
+                reply(&mut conn.out, &error_reply(&e));
+                return Some(());
+            }
+            let deadline = tokio::time::Instant::now() + timeout;
+            for _ in 0..config.max_open_transactions {
+                let timeout = Some(deadline.saturating_duration_since(tokio::time::Instant::now()));
+                let request = GetRequest {
+                    max_items: 1,
+                    timeout,
+                    read: Read::Open,
+                };
+                match conn.run(service.get(session, &queue, request)).await? {
+                    Ok(items) if !items.is_empty() => {
+                        item(&mut conn.out, &items[0].data);
+                        if !conn.flush().await {
+                            return None;
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            "*".into()
+        }
+        Request::Confirm { queue, count } => {
+            match conn
+                .run(service.confirm(session, &queue, Transactions::Oldest(count)))
+                .await?
+            {
+                Ok(n) => format!("+{n}"),
+                Err(e) => error_reply(&e),
+            }
+        }
+        Request::Flush { queue } => match conn.run(service.flush(&queue)).await? {
+            Ok(()) => "+0".into(),
+            Err(e) => error_reply(&e),
+        },
+        Request::Delete { queue } => match conn.run(service.delete(&queue)).await? {
+            Ok(()) => "+0".into(),
+            Err(e) => error_reply(&e),
+        },
+        Request::Status { set: None } => format!(":{}", service.status().word()),
+        Request::Status { set: Some(name) } => match ServerStatus::parse(&name) {
+            Some(status) => match conn.run(service.set_status(status)).await? {
+                Ok(()) => "+0".into(),
+                Err(e) => error_reply(&e),
+            },
+            None => "-Unknown status.".into(),
+        },
+        Request::Version => format!(":{}", service.version()),
+        Request::Shutdown => {
+            reply(&mut conn.out, "+0");
+            conn.flush().await;
+            tracing::info!(peer = %conn.peer, "shutdown requested over the text protocol");
+            service.shutdown();
+            return None;
+        }
+        Request::Quit => return None,
+    };
+    reply(&mut conn.out, &text);
+    Some(())
+}
+
+/// `get` and `peek`: confirm this connection's open reads on the queue, then
+/// read one item (opened, or peeked). Appends `:<item>` or `*`; `None` if
+/// the client left meanwhile.
+async fn read_one<S: QueueService>(
+    service: &S,
+    session: &mut S::Session,
+    conn: &mut Connection<'_, TextCodec>,
+    queue: &str,
+    timeout: Option<Duration>,
+    read: Read,
+) -> Option<()> {
+    if let Err(e) = conn
+        .run(service.confirm(session, queue, Transactions::All))
+        .await?
+    {
+        reply(&mut conn.out, &error_reply(&e));
+        return Some(());
+    }
+    let request = GetRequest {
+        max_items: 1,
+        timeout,
+        read,
+    };
+    match conn.run(service.get(session, queue, request)).await? {
+        Ok(items) => match items.first() {
+            Some(found) => item(&mut conn.out, &found.data),
+            None => reply(&mut conn.out, "*"),
+        },
+        Err(e) => reply(&mut conn.out, &error_reply(&e)),
+    }
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            max_line: 64,
+            max_item: 32,
+            max_put_items: 3,
+            max_put_bytes: 1000,
+        }
+    }
+
+    fn decode_all(input: &[u8]) -> Vec<Frame> {
+        let mut codec = TextCodec::new(limits());
+        let mut buf = BytesMut::from(input);
+        let mut frames = Vec::new();
+        while let Some(frame) = codec.decode(&mut buf).unwrap() {
+            frames.push(frame);
+        }
+        frames
+    }
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn parses_puts_with_items_byte_for_byte() {
+        let frames = decode_all(b"put q 500:\r\nab\xffc\r\nsecond\n\nget q 100\nPEEK q\n");
+        assert_eq!(
+            frames,
+            [
+                Frame::Request(Request::Put {
+                    queue: "q".into(),
+                    expiry: Expiry::After(Duration::from_millis(500)),
+                    items: vec![Bytes::from_static(b"ab\xffc"), b("second")],
+                }),
+                Frame::Request(Request::Get {
+                    queue: "q".into(),
+                    timeout: Some(Duration::from_millis(100))
+                }),
+                Frame::Request(Request::Peek {
+                    queue: "q".into(),
+                    timeout: None
+                }),
+            ]
+        );
+    }
+
+    #[test]
+    fn refuses_puts_over_the_item_limit_whole() {
+        let frames = decode_all(b"put q:\n1\n2\n3\n4\n5\n\nversion\n");
+        assert_eq!(frames.len(), 2);
+        assert!(
+            matches!(&frames[0], Frame::Error(m) if m.starts_with("Too many items in one put"))
+        );
+        assert_eq!(frames[1], Frame::Request(Request::Version));
+    }
+
+    #[test]
+    fn refuses_over_long_lines_and_items() {
+        let mut input = b"get ".to_vec();
+        input.extend(vec![b'x'; 100]);
+        input.extend_from_slice(b"\nput q:\n");
+        input.extend(vec![b'y'; 40]);
+        input.extend_from_slice(b"\nok\n\nversion\n");
+        let frames = decode_all(&input);
+        assert_eq!(frames[0], Frame::Error("Line longer than 64 bytes.".into()));
+        assert_eq!(frames[1], Frame::Error("Item longer than 32 bytes.".into()));
+        assert_eq!(frames[2], Frame::Request(Request::Version));
+    }
+
+    #[test]
+    fn missing_and_bad_arguments_say_what_is_wrong() {
+        let error = |line: &str| match decode_all(line.as_bytes()).as_slice() {
+            [Frame::Error(m)] => m.clone(),
+            other => panic!("{line:?}: {other:?}"),
+        };
+        assert_eq!(error("get\n"), "Queue name required.");
+        assert_eq!(error("monitor q\n"), "Queue name & timeout required.");
+        assert_eq!(error("confirm q\n"), "Queue name & count required.");
+        assert_eq!(error("confirm q x\n"), "Error parsing count.");
+        assert_eq!(error("get q soon\n"), "Error parsing timeout.");
+        assert_eq!(error("put q abc:\n"), "Error parsing expiration time.");
+        assert_eq!(error("frobnicate q\n"), "Unknown command: frobnicate");
+        assert!(error("put q\n").starts_with("put needs a ':'"));
+    }
+}

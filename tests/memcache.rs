@@ -1,0 +1,544 @@
+//! The memcache dialect over raw sockets: every request, reply and rule.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::{Raw, Server};
+
+fn mc(server: &Server) -> Raw {
+    Raw::connect(server.memcache.expect("memcache listener"))
+}
+
+fn set(c: &mut Raw, queue: &str, data: &str) {
+    c.send(format!("set {queue} 0 0 {}\r\n{data}\r\n", data.len()));
+    assert_eq!(c.line(), "STORED");
+}
+
+/// Reads a `VALUE` reply (or `END`): the item, if any.
+fn value(c: &mut Raw) -> Option<String> {
+    let line = c.line();
+    if line == "END" {
+        return None;
+    }
+    let parts: Vec<&str> = line.split(' ').collect();
+    assert_eq!(
+        (parts.len(), parts[0], parts[2]),
+        (4, "VALUE", "0"),
+        "{line}"
+    );
+    let len: usize = parts[3].parse().unwrap();
+    let data = c.bytes(len + 2);
+    assert_eq!(&data[len..], b"\r\n");
+    assert_eq!(c.line(), "END");
+    Some(String::from_utf8(data[..len].to_vec()).unwrap())
+}
+
+fn get(c: &mut Raw, key: &str) -> Option<String> {
+    c.send(format!("get {key}\r\n"));
+    value(c)
+}
+
+/// `stats` as a map of name to value.
+fn stats(c: &mut Raw) -> std::collections::HashMap<String, String> {
+    c.send("stats\r\n");
+    c.lines_until("END")
+        .into_iter()
+        .filter(|l| l != "END")
+        .map(|l| {
+            let mut parts = l.splitn(3, ' ');
+            assert_eq!(parts.next(), Some("STAT"), "{l}");
+            (
+                parts.next().unwrap().to_string(),
+                parts.next().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn wait_for_stat(c: &mut Raw, name: &str, value: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stats(c).get(name).map(String::as_str) != Some(value) {
+        assert!(Instant::now() < deadline, "{name} never became {value}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn set_get_and_the_bare_queue_name() {
+    let server = Server::start();
+    let mut c = mc(&server);
+    set(&mut c, "jobs", "hello");
+    // Flags are ignored; the VALUE line says 0 and names the bare queue.
+    c.send("set jobs 42 0 5\r\nworld\r\n");
+    assert_eq!(c.line(), "STORED");
+    c.send("get jobs/t=10\r\n");
+    assert_eq!(c.line(), "VALUE jobs 0 5");
+    assert_eq!(c.bytes(7), b"hello\r\n");
+    assert_eq!(c.line(), "END");
+    assert_eq!(get(&mut c, "jobs").as_deref(), Some("world"));
+    assert_eq!(get(&mut c, "jobs"), None);
+    // gets is an alias; commands are case-insensitive, queue names are not.
+    set(&mut c, "Jobs", "x");
+    assert_eq!(get(&mut c, "jobs"), None);
+    c.send("GETS Jobs\r\n");
+    assert_eq!(value(&mut c).as_deref(), Some("x"));
+    // Binary data with CR LF inside.
+    c.send(b"set bin 0 0 6\r\na\r\n\x00\xffb\r\n");
+    assert_eq!(c.line(), "STORED");
+    c.send("get bin\r\n");
+    assert_eq!(c.line(), "VALUE bin 0 6");
+    assert_eq!(c.bytes(8), b"a\r\n\x00\xffb\r\n");
+    assert_eq!(c.line(), "END");
+}
+
+#[test]
+fn noreply_sets_and_pipelining() {
+    let server = Server::start();
+    let mut c = mc(&server);
+    // One write: three sets (one noreply), two gets, a version.
+    c.send("set p 0 0 1 noreply\r\na\r\nset p 0 0 1\r\nb\r\nset p 0 0 1\r\nc\r\nget p\r\nget p\r\nversion\r\n");
+    assert_eq!(c.line(), "STORED");
+    assert_eq!(c.line(), "STORED");
+    assert_eq!(value(&mut c).as_deref(), Some("a"));
+    assert_eq!(value(&mut c).as_deref(), Some("b"));
+    assert!(c.line().starts_with("VERSION "));
+    assert_eq!(get(&mut c, "p").as_deref(), Some("c"));
+}
+
+#[test]
+fn expiry() {
+    let server = Server::start();
+    let mut c = mc(&server);
+    // Relative seconds, absolute unix time (in the past), and never.
+    c.send("set e 0 1 4\r\ngone\r\n");
+    assert_eq!(c.line(), "STORED");
+    c.send("set e 0 1000000 4\r\nold!\r\n");
+    assert_eq!(c.line(), "STORED");
+    c.send("set e 0 0 4\r\nkept\r\n");
+    assert_eq!(c.line(), "STORED");
+    c.send("set e 0 3600 5\r\nlater\r\n");
+    assert_eq!(c.line(), "STORED");
+    assert_eq!(c.ask("flush_expired e"), "1");
+    std::thread::sleep(Duration::from_millis(1100)); // the 1-second item's lifetime
+    assert_eq!(get(&mut c, "e").as_deref(), Some("kept"));
+    assert_eq!(get(&mut c, "e").as_deref(), Some("later"));
+    c.send("set f 0 1 1\r\nx\r\nset g 0 1 1\r\ny\r\n");
+    assert_eq!((c.line(), c.line()), ("STORED".into(), "STORED".into()));
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(c.ask("flush_all_expired"), "2");
+    assert_eq!(stats(&mut c)["queue_e_expired_items"], "2");
+}
+
+#[test]
+fn reliable_reads_open_close_abort_peek() {
+    let server = Server::start();
+    let mut c = mc(&server);
+    for item in ["one", "two", "three"] {
+        set(&mut c, "r", item);
+    }
+    assert_eq!(get(&mut c, "r/peek").as_deref(), Some("one"));
+    assert_eq!(get(&mut c, "r/open").as_deref(), Some("one"));
+    // A plain get while this connection holds an open read on the queue.
+    assert_eq!(c.ask("get r"), "ERROR");
+    // Another connection sees the next item.
+    let mut other = mc(&server);
+    assert_eq!(get(&mut other, "r/peek").as_deref(), Some("two"));
+    // Abort puts it back at the head.
+    assert_eq!(c.ask("get r/abort"), "END");
+    assert_eq!(get(&mut other, "r/peek").as_deref(), Some("one"));
+    // close/open: confirm the previous, open the next.
+    assert_eq!(get(&mut c, "r/open").as_deref(), Some("one"));
+    assert_eq!(get(&mut c, "r/close/open").as_deref(), Some("two"));
+    assert_eq!(get(&mut c, "r/open/close").as_deref(), Some("three"));
+    assert_eq!(c.ask("get r/close"), "END");
+    // Nothing open: close and abort are no-ops.
+    assert_eq!(c.ask("get r/close"), "END");
+    assert_eq!(c.ask("get r/abort"), "END");
+    assert_eq!(get(&mut c, "r"), None);
+    let s = stats(&mut c);
+    assert_eq!(
+        (
+            s["queue_r_items"].as_str(),
+            s["queue_r_open_transactions"].as_str()
+        ),
+        ("0", "0")
+    );
+    assert_eq!(s["queue_r_transactions"], "4");
+    assert_eq!(s["queue_r_canceled_transactions"], "1");
+}
+
+#[test]
+fn forbidden_option_combinations_and_missing_names() {
+    let server = Server::start();
+    let mut c = mc(&server);
+    for key in [
+        "q/peek/open",
+        "q/peek/close",
+        "q/abort/open",
+        "q/abort/close",
+        "q/peek/abort",
+        "/open",
+    ] {
+        assert!(
+            c.ask(&format!("get {key}")).starts_with("CLIENT_ERROR "),
+            "{key}"
+        );
+    }
+    assert!(c.ask("get").starts_with("CLIENT_ERROR "));
+    assert!(
+        c.ask("get bad.name")
+            .starts_with("CLIENT_ERROR invalid queue name")
+    );
+    assert!(c.ask("version").starts_with("VERSION "));
+}
+
+#[test]
+fn open_reads_are_limited_per_connection_and_queue() {
+    let server = Server::start();
+    let mut c = mc(&server);
+    for i in 0..101 {
+        set(&mut c, "lim", &i.to_string());
+    }
+    set(&mut c, "other", "x");
+    for i in 0..100 {
+        assert_eq!(get(&mut c, "lim/open"), Some(i.to_string()));
+    }
+    assert_eq!(c.ask("get lim/open"), "ERROR");
+    // The limit is per queue.
+    assert_eq!(get(&mut c, "other/open").as_deref(), Some("x"));
+    assert_eq!(c.ask("confirm lim 100"), "END");
+    assert_eq!(get(&mut c, "lim/open").as_deref(), Some("100"));
+}
+
+#[test]
+fn disconnect_aborts_open_reads_in_order() {
+    let server = Server::start();
+    let mut c = mc(&server);
+    for item in ["a", "b", "c", "d"] {
+        set(&mut c, "d", item);
+    }
+    let mut reader = mc(&server);
+    assert_eq!(get(&mut reader, "d/open").as_deref(), Some("a"));
+    let mut other = mc(&server);
+    assert_eq!(get(&mut other, "d/open").as_deref(), Some("b"));
+    assert_eq!(get(&mut reader, "d/open").as_deref(), Some("c"));
+    drop(reader);
+    wait_for_stat(&mut c, "queue_d_open_transactions", "1");
+    // a and c are back, ahead of d and in their original order.
+    assert_eq!(get(&mut c, "d").as_deref(), Some("a"));
+    assert_eq!(get(&mut c, "d").as_deref(), Some("c"));
+    assert_eq!(get(&mut c, "d").as_deref(), Some("d"));
+}
+
+#[test]
+fn a_waiting_get_is_cancelled_on_disconnect_without_consuming() {
+    let server = Server::start();
+    let mut c = mc(&server);
+    let mut waiter = mc(&server);
+    waiter.send("get w/t=60000\r\n");
+    wait_for_stat(&mut c, "queue_w_waiters", "1");
+    drop(waiter);
+    wait_for_stat(&mut c, "queue_w_waiters", "0");
+    set(&mut c, "w", "x");
+    assert_eq!(stats(&mut c)["queue_w_items"], "1");
+    // A live waiter gets the next item.
+    let mut live = mc(&server);
+    live.send("get w/t=60000/open\r\n");
+    assert_eq!(value(&mut live).as_deref(), Some("x"));
+}
+
+#[test]
+fn blocking_get_with_timeout() {
+    let server = Server::start();
+    let mut c = mc(&server);
+    let start = Instant::now();
+    assert_eq!(get(&mut c, "t/t=200"), None);
+    assert!(start.elapsed() >= Duration::from_millis(200));
+    let mut waiter = mc(&server);
+    waiter.send("get t/t=20000\r\n");
+    wait_for_stat(&mut c, "queue_t_waiters", "1");
+    set(&mut c, "t", "late");
+    assert_eq!(value(&mut waiter).as_deref(), Some("late"));
+}
+
+#[test]
+fn monitor_then_confirm() {
+    let server = Server::start();
+    let mut c = mc(&server);
+    for item in ["1", "2", "3"] {
+        set(&mut c, "m", item);
+    }
+    c.send("monitor m 1 2\r\n");
+    assert_eq!(value(&mut c).as_deref(), Some("1"));
+    assert_eq!(value(&mut c).as_deref(), Some("2"));
+    assert_eq!(c.line(), "END");
+    assert_eq!(stats(&mut c)["queue_m_open_transactions"], "2");
+    assert_eq!(c.ask("confirm m 3"), "ERROR");
+    assert_eq!(c.ask("confirm m 2"), "END");
+    assert_eq!(c.ask("confirm m 0"), "ERROR");
+    // Without max_items: up to the open-read limit, until the time is up.
+    let start = Instant::now();
+    c.send("monitor m 1\r\n");
+    assert_eq!(value(&mut c).as_deref(), Some("3"));
+    assert_eq!(c.line(), "END");
+    assert!(start.elapsed() >= Duration::from_secs(1));
+    // Disconnecting aborts the monitored reads.
+    drop(c);
+    let mut c = mc(&server);
+    wait_for_stat(&mut c, "queue_m_items", "1");
+}
+
+#[test]
+fn delete_flush_and_flush_all() {
+    let server = Server::start();
+    let mut c = mc(&server);
+    set(&mut c, "a", "1");
+    set(&mut c, "b", "2");
+    assert_eq!(c.ask("flush a"), "END");
+    assert_eq!(get(&mut c, "a"), None);
+    assert_eq!(c.ask("flush_all"), "Flushed all queues.");
+    assert_eq!(get(&mut c, "b"), None);
+    set(&mut c, "gone", "x");
+    assert_eq!(c.ask("delete gone"), "DELETED");
+    assert_eq!(c.ask("delete never_existed"), "DELETED");
+    assert!(!stats(&mut c).contains_key("queue_never_existed_items"));
+    assert!(!stats(&mut c).contains_key("queue_gone_items"));
+}
+
+#[test]
+fn stats_are_true_after_a_known_sequence() {
+    let server = Server::start();
+    let mut c = mc(&server);
+    set(&mut c, "s", "abc");
+    set(&mut c, "s", "de");
+    assert_eq!(get(&mut c, "s").as_deref(), Some("abc"));
+    assert_eq!(get(&mut c, "s/peek").as_deref(), Some("de"));
+    assert_eq!(get(&mut c, "empty"), None);
+    let s = stats(&mut c);
+    for name in [
+        "uptime",
+        "time",
+        "version",
+        "curr_items",
+        "total_items",
+        "bytes",
+        "curr_connections",
+        "total_connections",
+        "cmd_get",
+        "cmd_set",
+        "cmd_peek",
+        "get_hits",
+        "get_misses",
+        "bytes_read",
+        "bytes_written",
+        "queue_creates",
+        "queue_deletes",
+        "queue_expires",
+    ] {
+        assert!(s.contains_key(name), "missing stat {name}");
+    }
+    let want = [
+        ("curr_items", "1"),
+        ("total_items", "2"),
+        ("bytes", "2"),
+        ("curr_connections", "1"),
+        ("cmd_get", "2"),
+        ("cmd_set", "2"),
+        ("cmd_peek", "1"),
+        ("get_hits", "2"),
+        ("get_misses", "1"),
+        ("queue_creates", "2"),
+        ("queue_deletes", "0"),
+        ("queue_s_items", "1"),
+        ("queue_s_bytes", "2"),
+        ("queue_s_total_items", "2"),
+        ("queue_s_mem_items", "1"),
+        ("queue_s_mem_bytes", "2"),
+        ("queue_s_waiters", "0"),
+        ("queue_s_open_transactions", "0"),
+        ("queue_s_discarded", "0"),
+        ("queue_s_expired_items", "0"),
+        ("queue_s_total_flushes", "0"),
+        ("queue_empty_items", "0"),
+    ];
+    for (name, value) in want {
+        assert_eq!(s[name], value, "{name}");
+    }
+    for name in ["logsize", "age", "transactions", "canceled_transactions"] {
+        assert!(s.contains_key(&format!("queue_s_{name}")), "{name}");
+    }
+    let read: u64 = s["bytes_read"].parse().unwrap();
+    assert!(read > 50, "bytes_read {read}");
+    assert!(s["bytes_written"].parse::<u64>().unwrap() > 30);
+    assert_eq!(s["version"], env!("CARGO_PKG_VERSION"));
+}
+
+#[test]
+fn dump_stats() {
+    let server = Server::start();
+    let mut c = mc(&server);
+    set(&mut c, "x", "12345");
+    set(&mut c, "y", "1");
+    c.send("dump_stats x\r\n");
+    let lines = c.lines_until("END");
+    assert_eq!(lines[0], "queue 'x' {");
+    assert_eq!(lines[1], "  items=1");
+    assert_eq!(lines[2], "  bytes=5");
+    assert!(lines.contains(&"  open_transactions=0".to_string()));
+    assert_eq!(lines[lines.len() - 2], "}");
+    assert_eq!(lines.iter().filter(|l| l.starts_with("queue '")).count(), 1);
+    c.send("dump_stats\r\n");
+    let all = c.lines_until("END");
+    let names: Vec<&String> = all.iter().filter(|l| l.starts_with("queue '")).collect();
+    assert_eq!(names, ["queue 'x' {", "queue 'y' {"]);
+}
+
+#[test]
+fn version_status_reload() {
+    let server = Server::start();
+    let mut c = mc(&server);
+    assert_eq!(
+        c.ask("version"),
+        format!("VERSION {}", env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(c.ask("status"), "UP");
+    assert_eq!(c.ask("reload"), "Reloaded config.");
+    assert_eq!(c.ask("status readonly"), "END");
+    assert_eq!(c.ask("status"), "READONLY");
+    assert!(c.ask("set q 0 0 1\r\nx").starts_with("SERVER_ERROR "));
+    assert_eq!(get(&mut c, "q"), None);
+    assert_eq!(c.ask("status QUIESCENT"), "END");
+    assert!(c.ask("get q").starts_with("SERVER_ERROR "));
+    assert!(c.ask("status down").starts_with("CLIENT_ERROR "));
+    assert_eq!(c.ask("status up"), "END");
+    set(&mut c, "q", "ok");
+}
+
+#[test]
+fn quiescent_still_confirms_open_reads() {
+    let server = Server::start();
+    let mut c = mc(&server);
+    set(&mut c, "qq", "x");
+    assert_eq!(get(&mut c, "qq/open").as_deref(), Some("x"));
+    assert_eq!(c.ask("status quiescent"), "END");
+    assert!(c.ask("get qq/open").starts_with("SERVER_ERROR"));
+    assert_eq!(c.ask("get qq/close"), "END");
+    assert_eq!(c.ask("status up"), "END");
+    assert_eq!(stats(&mut c)["queue_qq_open_transactions"], "0");
+    assert_eq!(get(&mut c, "qq"), None);
+}
+
+#[test]
+fn unknown_commands_and_bad_input() {
+    let server = Server::start();
+    let mut c = mc(&server);
+    assert_eq!(c.ask("add q 0 0 1"), "CLIENT_ERROR unknown command \"add\"");
+    assert_eq!(c.ask("incr q 1"), "CLIENT_ERROR unknown command \"incr\"");
+    assert_eq!(
+        c.ask("set q 0 0 abc"),
+        "CLIENT_ERROR bad byte count \"abc\""
+    );
+    assert_eq!(c.ask("set q 0"), "CLIENT_ERROR missing byte count");
+    assert_eq!(c.ask("confirm q x"), "CLIENT_ERROR bad count \"x\"");
+    assert_eq!(c.ask("confirm q"), "CLIENT_ERROR missing count");
+    assert_eq!(c.ask("monitor q"), "CLIENT_ERROR missing timeout");
+    assert_eq!(c.ask("get q/t=soon"), "CLIENT_ERROR bad timeout \"t=soon\"");
+    assert_eq!(c.ask("delete"), "CLIENT_ERROR missing queue name");
+    // A bad field with a usable byte count: the data block is skipped.
+    c.send("set q x 0 3\r\nabc\r\n");
+    assert_eq!(c.line(), "CLIENT_ERROR bad flags \"x\"");
+    // A line over 8 KiB.
+    c.send(format!("get {}\r\n", "x".repeat(10_000)));
+    assert_eq!(c.line(), "CLIENT_ERROR line longer than 8192 bytes");
+    // Bad data block terminator.
+    c.send("set q 0 0 1\r\nabc\r\n");
+    assert_eq!(c.line(), "CLIENT_ERROR bad data chunk");
+    // The connection is still fine.
+    set(&mut c, "q", "ok");
+    assert_eq!(get(&mut c, "q").as_deref(), Some("ok"));
+}
+
+#[test]
+fn an_oversized_set_is_refused_and_skipped() {
+    let server = Server::start();
+    let mut c = mc(&server);
+    // One byte over the 16 MiB default item limit, sent in pieces.
+    let len = 16 * 1024 * 1024 + 1;
+    c.send(format!("set big 0 0 {len}\r\n"));
+    let chunk = vec![b'z'; 1 << 20];
+    let mut sent = 0;
+    while sent < len {
+        let n = chunk.len().min(len - sent);
+        c.send(&chunk[..n]);
+        sent += n;
+    }
+    c.send("\r\nversion\r\n");
+    assert_eq!(c.line(), "SERVER_ERROR object too large");
+    assert!(c.line().starts_with("VERSION "));
+    assert_eq!(get(&mut c, "big"), None);
+}
+
+#[test]
+fn quit_closes_the_connection() {
+    let server = Server::start();
+    let mut c = mc(&server);
+    c.send("quit\r\n");
+    c.expect_closed();
+}
+
+#[test]
+fn shutdown_stops_the_server_cleanly() {
+    let server = Server::start();
+    let mut c = mc(&server);
+    set(&mut c, "q", "x");
+    c.send("shutdown\r\n");
+    c.expect_closed();
+    server.wait_for_log("stopped", Duration::from_secs(20));
+}
+
+#[test]
+fn worker_loops_drain_a_queue_exactly_once() {
+    let server = Server::start();
+    let mut producer = mc(&server);
+    let total = 2000;
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let addr = server.memcache.unwrap();
+            std::thread::spawn(move || {
+                let mut c = Raw::connect(addr);
+                let mut seen = Vec::new();
+                // The normal worker loop: confirm the previous item, open the next.
+                while let Some(item) = {
+                    c.send("get work/close/open/t=2000\r\n");
+                    value(&mut c)
+                } {
+                    seen.push(item);
+                }
+                assert_eq!(c.ask("get work/close"), "END");
+                seen
+            })
+        })
+        .collect();
+    for i in 0..total {
+        set(&mut producer, "work", &format!("item-{i}"));
+    }
+    let mut all = HashSet::new();
+    let mut count = 0;
+    for w in workers {
+        for item in w.join().unwrap() {
+            count += 1;
+            assert!(all.insert(item.clone()), "{item} delivered twice");
+        }
+    }
+    assert_eq!((count, all.len()), (total, total));
+    let s = stats(&mut producer);
+    assert_eq!(
+        (
+            s["queue_work_items"].as_str(),
+            s["queue_work_open_transactions"].as_str()
+        ),
+        ("0", "0")
+    );
+}
