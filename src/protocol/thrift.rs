@@ -21,10 +21,13 @@
 //! to the round trip); in exchange, every byte on the wire is read and
 //! written by generated code, and no handler ever blocks.
 
+/// The code `thrift --gen rs` generated from `idl/kestrel.thrift` (in
+/// `gen/rs/`): types, the client used by tests and the bench tool, and the
+/// argument/result codecs this adapter serves from.
 #[path = "../../gen/rs/kestrel.rs"]
-#[allow(clippy::all, clippy::pedantic, dead_code)]
+#[allow(clippy::all, clippy::pedantic, dead_code, missing_docs)]
 #[rustfmt::skip]
-mod generated;
+pub mod generated;
 mod input;
 
 use std::cell::RefCell;

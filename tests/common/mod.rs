@@ -3,10 +3,7 @@
 
 #![allow(dead_code)]
 
-#[path = "../../gen/rs/kestrel.rs"]
-#[allow(clippy::all, clippy::pedantic, dead_code)]
-#[rustfmt::skip]
-pub mod kestrel_gen;
+pub use kestrel::protocol::thrift::generated as kestrel_gen;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
