@@ -6,6 +6,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::journal::{JournalConfig, SyncMode};
+
 /// Server-wide settings.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -56,7 +58,8 @@ impl Default for ServerConfig {
     }
 }
 
-/// Per-queue limits and behaviour. The defaults are Kestrel's: no limits.
+/// Per-queue limits and behaviour. The defaults are Kestrel's (no limits),
+/// with a journal fsynced every 100 ms.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueConfig {
     /// A put is refused (or the oldest items discarded) once the queue holds
@@ -70,6 +73,16 @@ pub struct QueueConfig {
     pub max_age: Option<Duration>,
     /// When full, discard items from the head instead of refusing the put.
     pub discard_old_when_full: bool,
+    /// Journal the queue; `false` keeps it in memory only (lost on restart).
+    pub keep_journal: bool,
+    /// When an acknowledged change must be on disk.
+    pub sync_journal: SyncMode,
+    /// Item bytes kept in memory; past it, new items stay on disk only and
+    /// are read back as the head drains.
+    pub max_memory_size: u64,
+    /// Size at which a journal segment is closed and a new one started; space
+    /// is reclaimed segment by segment.
+    pub max_journal_size: u64,
 }
 
 impl Default for QueueConfig {
@@ -80,6 +93,20 @@ impl Default for QueueConfig {
             max_item_size: u64::MAX,
             max_age: None,
             discard_old_when_full: false,
+            keep_journal: true,
+            sync_journal: SyncMode::Every(Duration::from_millis(100)),
+            max_memory_size: 128 * 1024 * 1024,
+            max_journal_size: 16 * 1024 * 1024,
         }
+    }
+}
+
+impl QueueConfig {
+    /// How the queue's journal is kept, if it has one.
+    pub fn journal(&self) -> Option<JournalConfig> {
+        self.keep_journal.then_some(JournalConfig {
+            sync: self.sync_journal,
+            segment_size: self.max_journal_size,
+        })
     }
 }

@@ -6,6 +6,7 @@
 //! the service runs on the [`queue`] engine.
 
 pub mod config;
+pub mod journal;
 pub mod protocol;
 pub mod queue;
 pub mod server;

@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
 use crate::protocol;
+use crate::queue::QueueCollection;
 use crate::service::Kestrel;
 
 /// How long shutdown waits for connections to finish their current call.
@@ -39,7 +40,7 @@ impl Server {
         let thrift = bind(&config, config.thrift_port, "thrift").await?;
         let memcache = bind(&config, config.memcache_port, "memcache").await?;
         let text = bind(&config, config.text_port, "text").await?;
-        let service = Arc::new(Kestrel::new(&config, shutdown.clone()));
+        let service = Arc::new(Kestrel::new(&config, shutdown.clone())?);
         Ok(Server {
             config: Arc::new(config),
             service,
@@ -70,6 +71,8 @@ impl Server {
         let auto_abort = self.service.auto_abort();
         let token = shutdown.clone();
         background.spawn(async move { auto_abort.run(token).await });
+        background.spawn(journal_sync(self.service.queues(), shutdown.clone()));
+        background.spawn(journal_maintenance(self.service.queues(), shutdown.clone()));
 
         let listeners: [(_, _, Serve<_>); 3] = [
             (self.thrift, "thrift", |s, t, p, c, x| {
@@ -113,8 +116,61 @@ impl Server {
             );
         }
         background.wait().await;
+        let queues = self.service.queues();
+        let flushed = tokio::task::spawn_blocking(move || {
+            for q in queues.all() {
+                if let Err(e) = q.maintain_journal(true) {
+                    tracing::error!(queue = %q.name(), error = %e, "journal not flushed at shutdown");
+                }
+            }
+        })
+        .await;
+        if flushed.is_err() {
+            tracing::error!("journal flush at shutdown panicked");
+        }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// How often journals write what nobody waited for and check their fsync interval.
+const SYNC_TICK: Duration = Duration::from_millis(10);
+/// How often journals are checkpointed (when due) and their segments reclaimed.
+const MAINTENANCE_TICK: Duration = Duration::from_millis(200);
+
+/// Background task: writes journal records nobody waited for (aborts of
+/// closed connections, expiries) and fsyncs on each queue's interval.
+async fn journal_sync(queues: Arc<QueueCollection>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(SYNC_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let ios: Vec<_> = queues.all().iter().filter_map(|q| q.journal_io()).collect();
+        let _ = tokio::task::spawn_blocking(move || ios.iter().for_each(|io| io.tick())).await;
+    }
+}
+
+/// Background task: checkpoints journals and reclaims their consumed segments.
+async fn journal_maintenance(queues: Arc<QueueCollection>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(MAINTENANCE_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let queues = queues.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for q in queues.all() {
+                if let Err(e) = q.maintain_journal(false) {
+                    tracing::warn!(queue = %q.name(), error = %e, "journal maintenance failed");
+                }
+            }
+        })
+        .await;
     }
 }
 

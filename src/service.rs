@@ -20,7 +20,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
-use crate::queue::{AutoAbort, NameError, Queue, QueueCollection, QueueSnapshot, ReadKind, now_ms};
+use crate::journal::Ack;
+use crate::queue::{
+    AutoAbort, NameError, Queue, QueueCollection, QueueError, QueueSnapshot, ReadKind, now_ms,
+};
 use crate::stats::{self, Stats};
 
 /// The version every protocol reports.
@@ -99,6 +102,39 @@ pub enum ServiceError {
     TooManyOpenReads { limit: usize },
     #[error("{wanted} open reads requested but only {open} open")]
     NotEnoughOpen { wanted: usize, open: usize },
+    #[error("{0}")]
+    Storage(String),
+}
+
+impl From<QueueError> for ServiceError {
+    fn from(e: QueueError) -> Self {
+        match e {
+            QueueError::BadName(name) => ServiceError::BadName(name),
+            unavailable => ServiceError::Storage(unavailable.to_string()),
+        }
+    }
+}
+
+/// Waits for a journal acknowledgement. Reads, confirms and aborts keep
+/// working when the disk does not (their records are best-effort: at worst an
+/// item is delivered again after a restart), so their failures are only logged.
+async fn settled(ack: Option<Ack>, what: &str) {
+    if let Some(ack) = ack {
+        if let Err(e) = ack.wait().await {
+            tracing::warn!(error = %e, "{what} not journaled");
+        }
+    }
+}
+
+/// Waits for a journal acknowledgement that the client must hear about.
+async fn durable(ack: Option<Ack>) -> Result<(), ServiceError> {
+    match ack {
+        Some(ack) => ack
+            .wait()
+            .await
+            .map_err(|e| ServiceError::Storage(e.to_string())),
+        None => Ok(()),
+    }
 }
 
 /// When put items expire.
@@ -289,15 +325,23 @@ pub struct Kestrel {
 
 impl Kestrel {
     /// A service for `config`; its `shutdown` cancels `shutdown`.
-    pub fn new(config: &ServerConfig, shutdown: CancellationToken) -> Self {
-        Kestrel {
-            queues: Arc::new(QueueCollection::new(config.queue.clone())),
+    pub fn new(config: &ServerConfig, shutdown: CancellationToken) -> std::io::Result<Self> {
+        Ok(Kestrel {
+            queues: Arc::new(QueueCollection::open(
+                &config.data_dir,
+                config.queue.clone(),
+            )?),
             auto_abort: Arc::new(AutoAbort::default()),
             status: AtomicU8::new(ServerStatus::Up as u8),
             stats: Stats::default(),
             max_open_transactions: config.max_open_transactions.max(1),
             shutdown,
-        }
+        })
+    }
+
+    /// The queues, for the server's background tasks.
+    pub fn queues(&self) -> Arc<QueueCollection> {
+        self.queues.clone()
     }
 
     /// The auto-abort timer, whose `run` the server spawns.
@@ -388,7 +432,9 @@ impl Drop for Session {
     fn drop(&mut self) {
         for (name, reads) in self.open.drain() {
             let xids: Vec<u64> = reads.xids.into();
-            let n = reads.queue.abort(&xids);
+            // Not awaited: an abort that misses the disk is rolled back by
+            // recovery anyway.
+            let (n, _) = reads.queue.abort(&xids);
             if n > 0 {
                 tracing::debug!(queue = %name, items = n, "connection closed: open reads aborted");
             }
@@ -398,23 +444,28 @@ impl Drop for Session {
 
 impl Kestrel {
     /// Confirms or aborts, as `apply` does to the queue.
-    fn settle(
+    async fn settle(
         &self,
         session: &mut Session,
         queue: &str,
         which: Transactions,
-        apply: impl Fn(&Queue, &[u64]) -> usize,
+        apply: impl Fn(&Queue, &[u64]) -> (usize, Option<Ack>),
     ) -> Result<usize, ServiceError> {
         crate::queue::name::validate(queue)?;
-        match which {
-            Transactions::Ids(ids) => Ok(self.queues.get(queue).map_or(0, |q| apply(&q, &ids))),
-            Transactions::Oldest(n) => Ok(session
+        let (count, ack) = match which {
+            Transactions::Ids(ids) => self
+                .queues
+                .get(queue)
+                .map_or((0, None), |q| apply(&q, &ids)),
+            Transactions::Oldest(n) => session
                 .take(queue, Some(n))?
-                .map_or(0, |h| apply(&h.queue, &h.xids))),
-            Transactions::All => Ok(session
+                .map_or((0, None), |h| apply(&h.queue, &h.xids)),
+            Transactions::All => session
                 .take(queue, None)?
-                .map_or(0, |h| apply(&h.queue, &h.xids))),
-        }
+                .map_or((0, None), |h| apply(&h.queue, &h.xids)),
+        };
+        settled(ack, "confirm or abort").await;
+        Ok(count)
     }
 }
 
@@ -435,7 +486,14 @@ impl QueueService for Kestrel {
     ) -> Result<usize, ServiceError> {
         self.check(Op::Write, "put")?;
         stats::add(&self.stats.cmd_set, items.len() as u64);
-        let outcome = self.queues.put(queue, &items, expiry.deadline_ms())?;
+        let (q, outcome, ack) = self.queues.put(queue, &items, expiry.deadline_ms())?;
+        if let Err(e) = durable(ack).await {
+            // Not on disk: take the items back (those no reader has taken yet)
+            // so a refused put does not deliver them.
+            let revoked = q.revoke(outcome.first_seq, outcome.accepted);
+            tracing::error!(queue, items = outcome.accepted, revoked, error = %e, "put refused: journal write failed");
+            return Err(e);
+        }
         stats::add(&self.stats.total_items, outcome.accepted as u64);
         if let Some(why) = outcome.refused {
             tracing::debug!(queue, accepted = outcome.accepted, ?why, "put refused");
@@ -478,7 +536,7 @@ impl QueueService for Kestrel {
         };
         stats::add(counter, 1);
         let deadline = request.timeout.map(|t| Instant::now() + t.min(MAX_WAIT));
-        let taken = q.get(max, deadline, kind).await;
+        let (taken, ack) = q.get(max, deadline, kind).await;
         let hit = if taken.is_empty() {
             &self.stats.get_misses
         } else {
@@ -495,6 +553,9 @@ impl QueueService for Kestrel {
             ),
             Read::Remove | Read::Peek => {}
         }
+        // Opened items are owned (by the session or a deadline) before this
+        // wait, so a client that leaves now cannot strand them.
+        settled(ack, "read").await;
         let expose_ids = matches!(request.read, Read::OpenWithTimeout(_));
         Ok(taken
             .into_iter()
@@ -511,7 +572,7 @@ impl QueueService for Kestrel {
         queue: &str,
         which: Transactions,
     ) -> Result<usize, ServiceError> {
-        self.settle(session, queue, which, Queue::confirm)
+        self.settle(session, queue, which, Queue::confirm).await
     }
 
     async fn abort(
@@ -520,7 +581,7 @@ impl QueueService for Kestrel {
         queue: &str,
         which: Transactions,
     ) -> Result<usize, ServiceError> {
-        self.settle(session, queue, which, Queue::abort)
+        self.settle(session, queue, which, Queue::abort).await
     }
 
     fn peek(&self, queue: &str) -> Result<QueueStats, ServiceError> {
@@ -532,16 +593,16 @@ impl QueueService for Kestrel {
     async fn flush(&self, queue: &str) -> Result<(), ServiceError> {
         self.check(Op::Write, "flush")?;
         crate::queue::name::validate(queue)?;
-        if let Some(q) = self.queues.get(queue) {
-            q.flush();
+        match self.queues.get(queue) {
+            Some(q) => durable(q.flush()).await,
+            None => Ok(()),
         }
-        Ok(())
     }
 
     async fn flush_all(&self) -> Result<(), ServiceError> {
         self.check(Op::Write, "flush_all")?;
         for q in self.queues.all() {
-            q.flush();
+            durable(q.flush()).await?;
         }
         Ok(())
     }
@@ -555,7 +616,13 @@ impl QueueService for Kestrel {
             }
             None => self.queues.all(),
         };
-        Ok(queues.iter().map(|q| q.flush_expired()).sum())
+        let mut total = 0;
+        for q in queues {
+            let (n, ack) = q.flush_expired();
+            settled(ack, "expiry").await;
+            total += n;
+        }
+        Ok(total)
     }
 
     async fn delete(&self, queue: &str) -> Result<(), ServiceError> {
@@ -631,12 +698,18 @@ impl QueueService for Kestrel {
 mod tests {
     use super::*;
 
-    fn service() -> Kestrel {
+    /// A service with journaled queues in a temporary directory.
+    fn service() -> (Kestrel, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
         let config = ServerConfig {
             max_open_transactions: 2,
+            data_dir: dir.path().to_path_buf(),
             ..ServerConfig::default()
         };
-        Kestrel::new(&config, CancellationToken::new())
+        (
+            Kestrel::new(&config, CancellationToken::new()).unwrap(),
+            dir,
+        )
     }
 
     fn b(s: &str) -> Bytes {
@@ -653,7 +726,7 @@ mod tests {
 
     #[tokio::test]
     async fn session_reads_are_aborted_when_the_session_ends() {
-        let k = service();
+        let (k, _dir) = service();
         k.put("q", vec![b("a"), b("b")], Expiry::Never)
             .await
             .unwrap();
@@ -675,7 +748,7 @@ mod tests {
 
     #[tokio::test]
     async fn open_read_limit_is_per_session_and_queue() {
-        let k = service();
+        let (k, _dir) = service();
         k.put("q", vec![b("a"), b("b"), b("c")], Expiry::Never)
             .await
             .unwrap();
@@ -709,7 +782,7 @@ mod tests {
 
     #[tokio::test]
     async fn status_gates_reads_and_writes_but_not_settling() {
-        let k = service();
+        let (k, _dir) = service();
         k.put("q", vec![b("a")], Expiry::Never).await.unwrap();
         let mut s = k.session();
         let id = k

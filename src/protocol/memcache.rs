@@ -384,7 +384,7 @@ fn error_reply(e: &ServiceError) -> String {
         ServiceError::OpenReadPending
         | ServiceError::TooManyOpenReads { .. }
         | ServiceError::NotEnoughOpen { .. } => "ERROR".into(),
-        ServiceError::Unavailable { .. } => format!("SERVER_ERROR {e}"),
+        ServiceError::Unavailable { .. } | ServiceError::Storage(_) => format!("SERVER_ERROR {e}"),
     }
 }
 

@@ -1,14 +1,27 @@
-//! Every queue of the server, by name.
+//! Every queue of the server, by name, and where their journals live.
+//!
+//! Journals sit under `<data_dir>/queues/`, one directory per queue. The
+//! directory name is the queue name with every byte outside `[a-z0-9_-]`
+//! written as `%XX` (so names differ on case-insensitive file systems too),
+//! shortened with a hash when too long; a `NAME` file inside holds the real
+//! name.
 
 use std::collections::HashMap;
+use std::fmt::Write;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use bytes::Bytes;
 
 use super::fifo::{PutOutcome, Queue, XidSource};
+use super::item::now_ms;
 use super::name::{self, NameError};
 use crate::config::QueueConfig;
+use crate::journal::{Ack, Journal};
 
 /// Queue lifecycle counters since start.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -19,9 +32,23 @@ pub struct Lifecycle {
     pub expires: u64,
 }
 
+/// Why a queue could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("invalid queue name: {0}")]
+    BadName(#[from] NameError),
+    #[error("queue {name} is unavailable: {reason}")]
+    Unavailable { name: String, reason: String },
+}
+
 /// The named queues, created on first use.
 pub struct QueueCollection {
+    /// `<data_dir>/queues`, where journals live.
+    dir: PathBuf,
     queues: RwLock<HashMap<Arc<str>, Arc<Queue>>>,
+    /// Queues whose journal exists but could not be opened: refused until an
+    /// operator repairs them, never overwritten.
+    broken: RwLock<HashMap<Arc<str>, String>>,
     xids: Arc<XidSource>,
     config: Arc<QueueConfig>,
     creates: AtomicU64,
@@ -29,44 +56,189 @@ pub struct QueueCollection {
     expires: AtomicU64,
 }
 
+/// The directory name for `queue`'s journal.
+pub fn dir_name(queue: &str) -> String {
+    let mut out = String::new();
+    for b in queue.bytes() {
+        if b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-' {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    if out.len() > 200 {
+        // FNV-1a: any stable hash keeps long names apart; NAME holds the truth.
+        let hash = queue.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        let mut cut = 160;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        let _ = write!(out, "~{hash:016x}");
+    }
+    out
+}
+
+fn lock_err<T>(r: Result<T, std::sync::PoisonError<T>>) -> T {
+    r.unwrap_or_else(|e| e.into_inner())
+}
+
 impl QueueCollection {
-    pub fn new(config: QueueConfig) -> Self {
-        QueueCollection {
+    /// Opens the queues journaled under `data_dir`, recovering each; a queue
+    /// whose journal cannot be opened is logged and refused, and does not stop
+    /// the others.
+    pub fn open(data_dir: &Path, config: QueueConfig) -> io::Result<Self> {
+        let dir = data_dir.join("queues");
+        fs::create_dir_all(&dir).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))
+        })?;
+        let collection = QueueCollection {
+            dir,
             queues: RwLock::new(HashMap::new()),
+            broken: RwLock::new(HashMap::new()),
             xids: Arc::new(XidSource::new()),
             config: Arc::new(config),
             creates: AtomicU64::new(0),
             deletes: AtomicU64::new(0),
             expires: AtomicU64::new(0),
+        };
+        collection.recover_all()?;
+        Ok(collection)
+    }
+
+    fn recover_all(&self) -> io::Result<()> {
+        let started = Instant::now();
+        let (mut queues, mut items) = (0u64, 0u64);
+        let mut entries: Vec<PathBuf> = fs::read_dir(&self.dir)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
+        entries.sort();
+        for path in entries {
+            let name = match fs::read_to_string(path.join("NAME")) {
+                Ok(name) => name,
+                Err(e) => {
+                    tracing::warn!(dir = %path.display(), error = %e, "journal directory without a readable NAME; skipped");
+                    continue;
+                }
+            };
+            if let Err(e) = name::validate(&name) {
+                tracing::warn!(dir = %path.display(), error = %e, "journal directory with a bad queue name; skipped");
+                continue;
+            }
+            let name: Arc<str> = Arc::from(name.as_str());
+            let Some(journal_config) = self.config.journal() else {
+                tracing::info!(queue = %name, "queue is memory-only now: removing its journal");
+                fs::remove_dir_all(&path)?;
+                continue;
+            };
+            match Journal::recover(&path, journal_config, &name) {
+                Ok((journal, recovery)) => {
+                    if recovery.rolled_back > 0 {
+                        tracing::info!(queue = %name, items = recovery.rolled_back, "open transactions rolled back");
+                    }
+                    queues += 1;
+                    items += recovery.items;
+                    let queue = Queue::new(
+                        name.clone(),
+                        self.config.clone(),
+                        self.xids.clone(),
+                        Some(journal),
+                        Some(recovery),
+                    );
+                    lock_err(self.queues.write()).insert(name, Arc::new(queue));
+                }
+                Err(e) => {
+                    tracing::error!(queue = %name, dir = %path.display(), error = %e, "journal could not be recovered; queue unavailable until repaired");
+                    lock_err(self.broken.write()).insert(name, e.to_string());
+                }
+            }
         }
+        tracing::info!(queues, items, elapsed = ?started.elapsed(), "journals recovered");
+        Ok(())
     }
 
     /// The queue called `name`, if it exists.
     pub fn get(&self, name: &str) -> Option<Arc<Queue>> {
-        self.queues
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned()
+        lock_err(self.queues.read()).get(name).cloned()
     }
 
     /// The queue called `name`, created if needed.
-    pub fn get_or_create(&self, queue: &str) -> Result<Arc<Queue>, NameError> {
+    pub fn get_or_create(&self, queue: &str) -> Result<Arc<Queue>, QueueError> {
         if let Some(q) = self.get(queue) {
             return Ok(q);
         }
         name::validate(queue)?;
-        let mut queues = self.queues.write().unwrap_or_else(|e| e.into_inner());
-        let q = queues.entry(Arc::from(queue)).or_insert_with_key(|name| {
-            self.creates.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(queue = %name, "queue created");
-            Arc::new(Queue::new(
-                name.clone(),
-                self.config.clone(),
-                self.xids.clone(),
-            ))
-        });
-        Ok(q.clone())
+        if let Some(reason) = lock_err(self.broken.read()).get(queue) {
+            return Err(QueueError::Unavailable {
+                name: queue.into(),
+                reason: reason.clone(),
+            });
+        }
+        let mut queues = lock_err(self.queues.write());
+        if let Some(q) = queues.get(queue) {
+            return Ok(q.clone());
+        }
+        let journal = match self.config.journal() {
+            Some(journal_config) => {
+                Some(self.create_journal(queue, journal_config).map_err(|e| {
+                    tracing::error!(queue, error = %e, "cannot create the queue's journal");
+                    QueueError::Unavailable {
+                        name: queue.into(),
+                        reason: format!("cannot create its journal: {e}"),
+                    }
+                })?)
+            }
+            None => None,
+        };
+        let name: Arc<str> = Arc::from(queue);
+        let q = Arc::new(Queue::new(
+            name.clone(),
+            self.config.clone(),
+            self.xids.clone(),
+            journal,
+            None,
+        ));
+        queues.insert(name, q.clone());
+        self.creates.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(queue, "queue created");
+        Ok(q)
+    }
+
+    fn create_journal(
+        &self,
+        queue: &str,
+        config: crate::journal::JournalConfig,
+    ) -> io::Result<Journal> {
+        let dir = self.dir.join(dir_name(queue));
+        fs::create_dir_all(&dir)?;
+        match fs::read_to_string(dir.join("NAME")) {
+            Ok(existing) if existing != queue => {
+                return Err(io::Error::other(format!(
+                    "{} belongs to queue {existing:?}",
+                    dir.display()
+                )));
+            }
+            Ok(_) => {
+                // Left behind by a deletion that did not finish: start afresh.
+                for entry in fs::read_dir(&dir)? {
+                    let path = entry?.path();
+                    if path.file_name().is_some_and(|n| n != "NAME") {
+                        fs::remove_file(path)?;
+                    }
+                }
+            }
+            Err(_) => {
+                let tmp = dir.join("NAME.tmp");
+                fs::write(&tmp, queue)?;
+                fs::File::open(&tmp)?.sync_all()?;
+                fs::rename(&tmp, dir.join("NAME"))?;
+            }
+        }
+        Journal::create(&dir, config, now_ms())
     }
 
     /// Appends items to `queue`, creating it if needed.
@@ -75,25 +247,19 @@ impl QueueCollection {
         queue: &str,
         items: &[Bytes],
         expires_ms: Option<i64>,
-    ) -> Result<PutOutcome, NameError> {
+    ) -> Result<(Arc<Queue>, PutOutcome, Option<Ack>), QueueError> {
         loop {
             // A queue deleted between lookup and put is looked up (created) again.
-            if let Ok(outcome) = self
-                .get_or_create(queue)?
-                .put(items.iter().cloned(), expires_ms)
-            {
-                return Ok(outcome);
+            let q = self.get_or_create(queue)?;
+            if let Ok((outcome, ack)) = q.put(items.iter().cloned(), expires_ms) {
+                return Ok((q, outcome, ack));
             }
         }
     }
 
-    /// Removes `queue` entirely. Returns whether it existed.
+    /// Removes `queue` and its journal. Returns whether it existed.
     pub fn delete(&self, queue: &str) -> bool {
-        let removed = self
-            .queues
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(queue);
+        let removed = lock_err(self.queues.write()).remove(queue);
         match removed {
             Some(q) => {
                 q.delete();
@@ -107,7 +273,7 @@ impl QueueCollection {
 
     /// Every queue, sorted by name.
     pub fn all(&self) -> Vec<Arc<Queue>> {
-        let queues = self.queues.read().unwrap_or_else(|e| e.into_inner());
+        let queues = lock_err(self.queues.read());
         let mut all: Vec<_> = queues.values().cloned().collect();
         drop(queues);
         all.sort_by(|a, b| a.name().cmp(b.name()));
@@ -120,5 +286,21 @@ impl QueueCollection {
             deletes: self.deletes.load(Ordering::Relaxed),
             expires: self.expires.load(Ordering::Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directory_names_are_safe_and_distinct() {
+        assert_eq!(dir_name("jobs-1_x"), "jobs-1_x");
+        assert_eq!(dir_name("Jobs"), "%4Aobs");
+        assert_eq!(dir_name("a+b"), "a%2Bb");
+        assert_eq!(dir_name("é"), "%C3%A9");
+        let long_a = "A".repeat(255);
+        let long_b = format!("{}B", "A".repeat(254));
+        assert!(dir_name(&long_a).len() <= 200 && dir_name(&long_a) != dir_name(&long_b));
     }
 }

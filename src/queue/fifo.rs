@@ -1,12 +1,20 @@
-//! One queue: its ready items in put order, its open transactions, and the
-//! readers parked on it.
+//! One queue: its ready items in put order, its open transactions, the
+//! readers parked on it, and its journal.
 //!
 //! All state sits behind one `std::sync::Mutex` that is never held across an
-//! `.await`. Blocked readers are *served by the writer*: a put (or an abort)
-//! that finds parked readers takes the items for them under the same lock and
-//! wakes each reader once its request is complete, so readers are served in
-//! arrival order, an item can never be taken twice, and a parked reader costs
-//! a map entry and a `Notify` — no task is polled until it has something.
+//! `.await`. Every change is applied in memory and appended to the journal
+//! under that lock, so memory and log agree on the order of events; callers
+//! then wait for the returned [`Ack`] outside the lock before acknowledging.
+//!
+//! Blocked readers are *served by the writer*: a put (or an abort) that finds
+//! parked readers takes the items for them under the same lock and wakes each
+//! reader once its request is complete, so readers are served in arrival
+//! order, an item can never be taken twice, and a parked reader costs a map
+//! entry and a `Notify` — no task is polled until it has something.
+//!
+//! Read-behind: once the in-memory items reach `max_memory_size`, new items
+//! are only journaled (counted, not kept); as the head drains below half the
+//! budget, items are read back from the journal in order.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +26,7 @@ use tokio::time::Instant;
 
 use super::item::{Item, now_ms};
 use crate::config::QueueConfig;
+use crate::journal::{Ack, Journal, JournalIo, Record, Recovery};
 
 /// How a read takes items from the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +37,15 @@ pub enum ReadKind {
     /// until confirmed (removed) or aborted (put back at the head).
     Open,
     /// Return a copy of the head item, removing nothing.
+    Peek,
+}
+
+/// How items are taken from the store (a `Take` that may have to wait holds
+/// its items open until it completes, so that a cancelled read can return them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Take,
+    Open { internal: bool },
     Peek,
 }
 
@@ -103,10 +121,12 @@ pub enum Refusal {
     TooLarge,
 }
 
-/// What a put did: how many items went in, and why the rest did not.
+/// What a put did: how many items went in (with sequence numbers from
+/// `first_seq` on), and why the rest did not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PutOutcome {
     pub accepted: usize,
+    pub first_seq: u64,
     pub refused: Option<Refusal>,
 }
 
@@ -130,36 +150,112 @@ struct State {
     deleted: bool,
 }
 
-/// The items themselves: ready ones in sequence order, and open ones by id.
+/// Ready items on disk only (read-behind): everything with a sequence number
+/// from `from` on that is still live.
+#[derive(Debug, Default, Clone, Copy)]
+struct DiskTail {
+    count: u64,
+    bytes: u64,
+    from: u64,
+}
+
+/// The items themselves: ready ones in sequence order (in memory, then on
+/// disk), and open ones by transaction id.
 struct Store {
     config: Arc<QueueConfig>,
     ready: VecDeque<Item>,
-    bytes: u64,
+    mem_bytes: u64,
+    disk: DiskTail,
     open: HashMap<u64, Item>,
     next_seq: u64,
     counters: QueueCounters,
+    journal: Option<Journal>,
+    /// The acknowledgement of the newest record appended.
+    ack: Option<Ack>,
 }
 
 struct Waiter {
     wants: usize,
-    read: ReadKind,
+    mode: Mode,
     got: Vec<Taken>,
     wake: Arc<Notify>,
 }
 
 impl Store {
+    fn log(&mut self, record: Record) {
+        if let Some(journal) = &mut self.journal {
+            self.ack = Some(journal.append(record));
+        }
+    }
+
+    fn ready_count(&self) -> u64 {
+        self.ready.len() as u64 + self.disk.count
+    }
+
+    /// Reads items back from disk when memory runs low.
+    fn refill(&mut self) {
+        let plenty = self.mem_bytes * 2 >= self.config.max_memory_size && !self.ready.is_empty();
+        if self.disk.count == 0 || plenty {
+            return;
+        }
+        let Some(journal) = &mut self.journal else {
+            return;
+        };
+        let budget = self.config.max_memory_size.saturating_sub(self.mem_bytes);
+        let batch = match journal.read_items(self.disk.from, budget) {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read queued items back from the journal");
+                return;
+            }
+        };
+        for stored in batch.items {
+            let size = stored.data.len() as u64;
+            self.disk.count = self.disk.count.saturating_sub(1);
+            self.disk.bytes = self.disk.bytes.saturating_sub(size);
+            self.disk.from = stored.seq + 1;
+            self.mem_bytes += size;
+            self.ready.push_back(Item {
+                seq: stored.seq,
+                data: stored.data,
+                added_ms: stored.added_ms,
+                expires_ms: stored.expires_ms,
+            });
+        }
+        self.disk.count = self.disk.count.saturating_sub(batch.lost);
+        if self.disk.count == 0 {
+            self.disk = DiskTail {
+                count: 0,
+                bytes: 0,
+                from: self.next_seq,
+            };
+        }
+    }
+
     /// Drops expired items at the head and returns the first live one.
     fn head(&mut self, now_ms: i64) -> Option<&Item> {
-        while self.ready.front().is_some_and(|i| i.is_expired(now_ms)) {
-            self.pop_front();
-            self.counters.expired_items += 1;
+        loop {
+            self.refill();
+            match self.ready.front() {
+                Some(item) if item.is_expired(now_ms) => {
+                    self.pop_front(Mode::Take);
+                    self.counters.expired_items += 1;
+                }
+                _ => break,
+            }
         }
         self.ready.front()
     }
 
-    fn pop_front(&mut self) -> Option<Item> {
+    /// Removes the first in-memory item, journaling how it left.
+    fn pop_front(&mut self, mode: Mode) -> Option<Item> {
         let item = self.ready.pop_front()?;
-        self.bytes -= item.size();
+        self.mem_bytes -= item.size();
+        let (seq, size) = (item.seq, item.size() as u32);
+        match mode {
+            Mode::Open { .. } => self.log(Record::Open { seq, size }),
+            _ => self.log(Record::Remove { seq, size }),
+        }
         Some(item)
     }
 
@@ -167,12 +263,12 @@ impl Store {
     fn take_into(
         &mut self,
         wants: usize,
-        read: ReadKind,
+        mode: Mode,
         now_ms: i64,
         xids: &XidSource,
         out: &mut Vec<Taken>,
     ) {
-        if read == ReadKind::Peek {
+        if mode == Mode::Peek {
             if out.is_empty() {
                 if let Some(head) = self.head(now_ms) {
                     out.push(Taken {
@@ -187,31 +283,105 @@ impl Store {
             if self.head(now_ms).is_none() {
                 break;
             }
-            let Some(item) = self.pop_front() else { break };
-            let xid = (read == ReadKind::Open).then(|| {
-                let xid = xids.next();
-                self.open.insert(xid, item.clone());
-                self.counters.transactions += 1;
-                xid
-            });
+            let Some(item) = self.pop_front(mode) else {
+                break;
+            };
+            let xid = match mode {
+                Mode::Open { internal } => {
+                    let xid = xids.next();
+                    self.open.insert(xid, item.clone());
+                    if !internal {
+                        self.counters.transactions += 1;
+                    }
+                    Some(xid)
+                }
+                _ => None,
+            };
             out.push(Taken { item, xid });
         }
     }
 
-    /// Puts an item back among the ready ones, at its place in put order.
+    /// Puts an open item back among the ready ones, at its place in put order.
     fn reinsert(&mut self, item: Item) {
+        self.log(Record::Abort { seq: item.seq });
         let at = self.ready.partition_point(|i| i.seq < item.seq);
-        self.bytes += item.size();
+        self.mem_bytes += item.size();
         self.ready.insert(at, item);
     }
 
+    /// Confirms an open item: it is gone for good.
+    fn confirm(&mut self, xid: u64) -> bool {
+        match self.open.remove(&xid) {
+            Some(item) => {
+                self.log(Record::Remove {
+                    seq: item.seq,
+                    size: item.size() as u32,
+                });
+                true
+            }
+            None => false,
+        }
+    }
+
     fn is_full(&self) -> bool {
-        self.ready.len() as u64 >= self.config.max_items || self.bytes >= self.config.max_size
+        self.ready_count() >= self.config.max_items
+            || self.mem_bytes + self.disk.bytes >= self.config.max_size
+    }
+
+    fn push(&mut self, data: Bytes, now_ms: i64, expires_ms: Option<i64>) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let size = data.len() as u64;
+        let item = Item {
+            seq,
+            data,
+            added_ms: now_ms,
+            expires_ms,
+        };
+        self.log(Record::Add {
+            seq,
+            added_ms: now_ms,
+            expires_ms,
+            data: item.data.clone(),
+        });
+        let spill = self.journal.is_some()
+            && (self.disk.count > 0 || self.mem_bytes + size > self.config.max_memory_size);
+        if spill {
+            if self.disk.count == 0 {
+                self.disk.from = seq;
+            }
+            self.disk.count += 1;
+            self.disk.bytes += size;
+        } else {
+            self.mem_bytes += size;
+            self.ready.push_back(item);
+        }
+        self.counters.total_items += 1;
     }
 }
 
 impl Queue {
-    pub fn new(name: Arc<str>, config: Arc<QueueConfig>, xids: Arc<XidSource>) -> Self {
+    /// A queue, empty or as recovered from its journal.
+    pub fn new(
+        name: Arc<str>,
+        config: Arc<QueueConfig>,
+        xids: Arc<XidSource>,
+        journal: Option<Journal>,
+        recovered: Option<Recovery>,
+    ) -> Self {
+        let next_seq = recovered.as_ref().map_or(1, |r| r.next_seq);
+        let disk = match &recovered {
+            Some(r) if r.items > 0 => DiskTail {
+                count: r.items,
+                bytes: r.bytes,
+                from: r.first_live.unwrap_or(next_seq),
+            },
+            _ => DiskTail {
+                count: 0,
+                bytes: 0,
+                from: next_seq,
+            },
+        };
         Queue {
             name,
             xids,
@@ -219,10 +389,13 @@ impl Queue {
                 store: Store {
                     config,
                     ready: VecDeque::new(),
-                    bytes: 0,
+                    mem_bytes: 0,
+                    disk,
                     open: HashMap::new(),
-                    next_seq: 1,
+                    next_seq,
                     counters: QueueCounters::default(),
+                    journal,
+                    ack: None,
                 },
                 waiters: BTreeMap::new(),
                 handed: HashMap::new(),
@@ -249,7 +422,7 @@ impl Queue {
         &self,
         items: impl IntoIterator<Item = Bytes>,
         expires_ms: Option<i64>,
-    ) -> Result<PutOutcome, Deleted> {
+    ) -> Result<(PutOutcome, Option<Ack>), Deleted> {
         let now = now_ms();
         let mut st = self.lock();
         if st.deleted {
@@ -265,6 +438,7 @@ impl Queue {
         };
         let mut outcome = PutOutcome {
             accepted: 0,
+            first_seq: store.next_seq,
             refused: None,
         };
         for data in items {
@@ -277,48 +451,80 @@ impl Queue {
                     outcome.refused = Some(Refusal::Full);
                     break;
                 }
-                while store.is_full() && store.pop_front().is_some() {
+                while store.is_full() && store.head(now).is_some() {
+                    store.pop_front(Mode::Take);
                     store.counters.discarded += 1;
                 }
             }
-            let seq = store.next_seq;
-            store.next_seq += 1;
-            store.bytes += data.len() as u64;
-            store.ready.push_back(Item {
-                seq,
-                data,
-                added_ms: now,
-                expires_ms,
-            });
-            store.counters.total_items += 1;
+            store.push(data, now, expires_ms);
             outcome.accepted += 1;
         }
         self.serve_waiters(&mut st, now);
-        Ok(outcome)
+        Ok((outcome, st.store.ack.take()))
+    }
+
+    /// Takes back the items of a put whose journal write failed, if no reader
+    /// has taken them yet. Returns how many were still there.
+    pub fn revoke(&self, first_seq: u64, count: usize) -> usize {
+        let mut st = self.lock();
+        let store = &mut st.store;
+        let end = first_seq + count as u64;
+        let before = store.ready.len();
+        let mut freed = 0;
+        store.ready.retain(|i| {
+            let gone = (first_seq..end).contains(&i.seq);
+            if gone {
+                freed += i.size();
+            }
+            !gone
+        });
+        store.mem_bytes -= freed;
+        let mut revoked = before - store.ready.len();
+        // Items that went straight to disk never reached it: the journal has
+        // no data for them, so the read-back skips them; count them out.
+        if store.disk.count > 0 && end > store.disk.from {
+            let on_disk = end - first_seq.max(store.disk.from);
+            store.disk.count = store.disk.count.saturating_sub(on_disk);
+            revoked += on_disk as usize;
+        }
+        if let Some(journal) = &mut store.journal {
+            journal.forget(first_seq, end);
+        }
+        store.ack = None;
+        revoked
     }
 
     /// Reads up to `max` items, waiting until `deadline` for the rest when
     /// fewer are ready. Peeks return at most one item.
     ///
     /// Cancel-safe: if the returned future is dropped, every item it had taken
-    /// goes back (opened ones are aborted, removed ones return to their place).
+    /// goes back where it was.
     pub async fn get(
         self: &Arc<Self>,
         max: usize,
         deadline: Option<Instant>,
         read: ReadKind,
-    ) -> Vec<Taken> {
+    ) -> (Vec<Taken>, Option<Ack>) {
         let max = if read == ReadKind::Peek {
             max.min(1)
         } else {
             max
         };
         if max == 0 {
-            return Vec::new();
+            return (Vec::new(), None);
         }
+        let may_wait = deadline.is_some_and(|d| d > Instant::now());
+        let mode = match read {
+            // Held open until the read completes, so that a cancelled read can
+            // put its items back where they were.
+            ReadKind::Take if may_wait => Mode::Open { internal: true },
+            ReadKind::Take => Mode::Take,
+            ReadKind::Open => Mode::Open { internal: false },
+            ReadKind::Peek => Mode::Peek,
+        };
         let mut pending = PendingRead {
             queue: self,
-            read,
+            mode,
             taken: Vec::new(),
             waiter: None,
         };
@@ -326,23 +532,22 @@ impl Queue {
             let now = now_ms();
             let mut st = self.lock();
             if st.deleted {
-                return Vec::new();
+                return (Vec::new(), None);
             }
             st.store
-                .take_into(max, read, now, &self.xids, &mut pending.taken);
-            let must_wait =
-                pending.taken.len() < max && deadline.is_some_and(|d| d > Instant::now());
-            if !must_wait {
-                return std::mem::take(&mut pending.taken);
+                .take_into(max, mode, now, &self.xids, &mut pending.taken);
+            if pending.taken.len() >= max || !may_wait {
+                return pending.complete(&mut st);
             }
             let id = st.next_waiter;
             st.next_waiter += 1;
             let wake = Arc::new(Notify::new());
+            let wants = max - pending.taken.len();
             st.waiters.insert(
                 id,
                 Waiter {
-                    wants: max - pending.taken.len(),
-                    read,
+                    wants,
+                    mode,
                     got: Vec::new(),
                     wake: wake.clone(),
                 },
@@ -354,20 +559,20 @@ impl Queue {
             // Woken once: when the request is complete or the queue is deleted.
             let _ = tokio::time::timeout_at(deadline, wake.notified()).await;
         }
-        pending.finish()
+        let mut st = self.lock();
+        pending.complete(&mut st)
     }
 
     /// Confirms open items: they are gone for good. Returns how many were open.
-    pub fn confirm(&self, xids: &[u64]) -> usize {
+    pub fn confirm(&self, xids: &[u64]) -> (usize, Option<Ack>) {
         let mut st = self.lock();
-        xids.iter()
-            .filter(|xid| st.store.open.remove(xid).is_some())
-            .count()
+        let count = xids.iter().filter(|&&xid| st.store.confirm(xid)).count();
+        (count, st.store.ack.take())
     }
 
     /// Aborts open items: they go back to the head, in put order. Returns how
     /// many were open.
-    pub fn abort(&self, xids: &[u64]) -> usize {
+    pub fn abort(&self, xids: &[u64]) -> (usize, Option<Ack>) {
         let mut st = self.lock();
         let mut count = 0;
         for xid in xids {
@@ -380,46 +585,65 @@ impl Queue {
         if count > 0 {
             self.serve_waiters(&mut st, now_ms());
         }
-        count
+        (count, st.store.ack.take())
     }
 
-    /// Removes every ready item; open transactions are untouched.
-    pub fn flush(&self) {
+    /// Removes every ready item, in memory and on disk; open transactions are
+    /// untouched.
+    pub fn flush(&self) -> Option<Ack> {
         let mut st = self.lock();
-        st.store.ready.clear();
-        st.store.bytes = 0;
-        st.store.counters.total_flushes += 1;
+        let store = &mut st.store;
+        store.ready.clear();
+        store.mem_bytes = 0;
+        store.disk = DiskTail {
+            count: 0,
+            bytes: 0,
+            from: store.next_seq,
+        };
+        store.counters.total_flushes += 1;
+        let below = store.next_seq;
+        store.log(Record::Flush { below });
+        st.store.ack.take()
     }
 
-    /// Drops every expired ready item, wherever it sits in the queue (Kestrel
-    /// only looked at the head). Returns how many were dropped.
-    pub fn flush_expired(&self) -> u64 {
+    /// Drops every expired item held in memory, wherever it sits in the queue
+    /// (Kestrel only looked at the head); items still on disk are checked as
+    /// they are read back. Returns how many were dropped.
+    pub fn flush_expired(&self) -> (u64, Option<Ack>) {
         let now = now_ms();
         let mut st = self.lock();
         let store = &mut st.store;
-        let before = store.ready.len();
-        let mut freed = 0;
-        store.ready.retain(|item| {
-            let expired = item.is_expired(now);
-            if expired {
-                freed += item.size();
-            }
-            !expired
-        });
-        let dropped = (before - store.ready.len()) as u64;
-        store.bytes -= freed;
-        store.counters.expired_items += dropped;
-        dropped
+        let (keep, expired): (Vec<Item>, Vec<Item>) = std::mem::take(&mut store.ready)
+            .into_iter()
+            .partition(|i| !i.is_expired(now));
+        store.ready = keep.into();
+        for item in &expired {
+            store.mem_bytes -= item.size();
+            store.log(Record::Remove {
+                seq: item.seq,
+                size: item.size() as u32,
+            });
+        }
+        store.counters.expired_items += expired.len() as u64;
+        (expired.len() as u64, st.store.ack.take())
     }
 
-    /// Marks the queue deleted: its items are dropped, parked readers return
-    /// with what they have, and later calls through stale handles do nothing.
+    /// Marks the queue deleted and removes its journal: its items are
+    /// dropped, parked readers return with what they have, and later calls
+    /// through stale handles do nothing.
     pub fn delete(&self) {
         let mut st = self.lock();
         st.deleted = true;
-        st.store.ready.clear();
-        st.store.bytes = 0;
-        st.store.open.clear();
+        let store = &mut st.store;
+        store.ready.clear();
+        store.mem_bytes = 0;
+        store.disk = DiskTail::default();
+        store.open.clear();
+        if let Some(journal) = store.journal.take() {
+            if let Err(e) = journal.destroy() {
+                tracing::error!(queue = %self.name, error = %e, "cannot remove the journal of a deleted queue");
+            }
+        }
         let waiters = std::mem::take(&mut st.waiters);
         for (id, waiter) in waiters {
             waiter.wake.notify_one();
@@ -441,14 +665,46 @@ impl Queue {
                 .as_ref()
                 .map_or(0, |h| (now - h.added_ms).max(0) as u64),
             head: head.map(|h| h.data),
-            items: store.ready.len() as u64,
-            bytes: store.bytes,
+            items: store.ready_count(),
+            bytes: store.mem_bytes + store.disk.bytes,
             mem_items: store.ready.len() as u64,
-            mem_bytes: store.bytes,
-            journal_bytes: 0,
+            mem_bytes: store.mem_bytes,
+            journal_bytes: store.journal.as_ref().map_or(0, Journal::size),
             waiters: st.waiters.len() as u64,
             open_transactions: store.open.len() as u64,
             counters: store.counters.clone(),
+        }
+    }
+
+    /// The journal's I/O handle, for the background syncer.
+    pub fn journal_io(&self) -> Option<Arc<JournalIo>> {
+        self.lock().store.journal.as_ref().map(Journal::io)
+    }
+
+    /// Checkpoints the journal if due (or `force`d) and reclaims segments
+    /// that no longer hold live data. Blocking: run it off the async runtime.
+    pub fn maintain_journal(&self, force: bool) -> std::io::Result<()> {
+        let job = match &mut self.lock().store.journal {
+            Some(journal) => journal.checkpoint_job(force),
+            None => return Ok(()),
+        };
+        if let Some(job) = job {
+            job.run()?;
+            if let Some(journal) = &mut self.lock().store.journal {
+                journal.checkpoint_done(&job);
+            }
+        }
+        loop {
+            let job = match &self.lock().store.journal {
+                Some(journal) => journal.reclaim_job(),
+                None => None,
+            };
+            let Some(job) = job else { return Ok(()) };
+            let done = job.run()?;
+            match &mut self.lock().store.journal {
+                Some(journal) => journal.reclaim_done(done),
+                None => return Ok(()),
+            }
         }
     }
 
@@ -459,7 +715,7 @@ impl Queue {
             let waiter = entry.get_mut();
             st.store.take_into(
                 waiter.wants,
-                waiter.read,
+                waiter.mode,
                 now_ms,
                 &self.xids,
                 &mut waiter.got,
@@ -472,39 +728,13 @@ impl Queue {
             st.handed.insert(id, waiter.got);
         }
     }
-
-    /// Returns items a cancelled take or open had taken: opened ones are
-    /// aborted, removed ones go back to their place.
-    fn restore(&self, st: &mut State, taken: Vec<Taken>) {
-        if st.deleted {
-            return;
-        }
-        let mut restored = false;
-        for t in taken {
-            match t.xid {
-                Some(xid) => {
-                    if let Some(item) = st.store.open.remove(&xid) {
-                        st.store.reinsert(item);
-                        restored = true;
-                    }
-                }
-                None => {
-                    st.store.reinsert(t.item);
-                    restored = true;
-                }
-            }
-        }
-        if restored {
-            self.serve_waiters(st, now_ms());
-        }
-    }
 }
 
 /// The items a read has taken so far, returned to the queue if the read is
 /// dropped before it completes (its client went away).
 struct PendingRead<'a> {
     queue: &'a Arc<Queue>,
-    read: ReadKind,
+    mode: Mode,
     taken: Vec<Taken>,
     waiter: Option<u64>,
 }
@@ -520,11 +750,18 @@ impl PendingRead<'_> {
         }
     }
 
-    fn finish(mut self) -> Vec<Taken> {
-        let mut st = self.queue.lock();
-        self.collect(&mut st);
-        drop(st);
-        std::mem::take(&mut self.taken)
+    /// Finishes the read: a take's items, held open meanwhile, are confirmed.
+    fn complete(&mut self, st: &mut State) -> (Vec<Taken>, Option<Ack>) {
+        self.collect(st);
+        let mut taken = std::mem::take(&mut self.taken);
+        if self.mode == (Mode::Open { internal: true }) {
+            for t in &mut taken {
+                if let Some(xid) = t.xid.take() {
+                    st.store.confirm(xid);
+                }
+            }
+        }
+        (taken, st.store.ack.take())
     }
 }
 
@@ -535,228 +772,21 @@ impl Drop for PendingRead<'_> {
         }
         let mut st = self.queue.lock();
         self.collect(&mut st);
-        let taken = std::mem::take(&mut self.taken);
-        if self.read != ReadKind::Peek {
-            self.queue.restore(&mut st, taken);
+        if st.deleted || self.mode == Mode::Peek {
+            return;
+        }
+        let mut restored = false;
+        for t in std::mem::take(&mut self.taken) {
+            if let Some(item) = t.xid.and_then(|xid| st.store.open.remove(&xid)) {
+                st.store.reinsert(item);
+                restored = true;
+            }
+        }
+        if restored {
+            self.queue.serve_waiters(&mut st, now_ms());
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    fn queue() -> Arc<Queue> {
-        Arc::new(Queue::new(
-            "q".into(),
-            Arc::new(QueueConfig::default()),
-            Arc::new(XidSource::new()),
-        ))
-    }
-
-    fn put(q: &Queue, items: &[&str]) -> PutOutcome {
-        q.put(
-            items.iter().map(|s| Bytes::copy_from_slice(s.as_bytes())),
-            None,
-        )
-        .unwrap()
-    }
-
-    fn data(taken: &[Taken]) -> Vec<String> {
-        taken
-            .iter()
-            .map(|t| String::from_utf8(t.item.data.to_vec()).unwrap())
-            .collect()
-    }
-
-    #[tokio::test]
-    async fn fifo_take() {
-        let q = queue();
-        assert_eq!(put(&q, &["a", "b", "c"]).accepted, 3);
-        assert_eq!(data(&q.get(2, None, ReadKind::Take).await), ["a", "b"]);
-        assert_eq!(data(&q.get(5, None, ReadKind::Take).await), ["c"]);
-        assert!(q.get(5, None, ReadKind::Take).await.is_empty());
-    }
-
-    #[tokio::test]
-    async fn abort_returns_items_to_head_in_order() {
-        let q = queue();
-        put(&q, &["a", "b", "c"]);
-        let opened = q.get(2, None, ReadKind::Open).await;
-        let xids: Vec<u64> = opened.iter().map(|t| t.xid.unwrap()).collect();
-        assert_ne!(xids[0], xids[1]);
-        assert_eq!(q.snapshot().open_transactions, 2);
-        // Abort in reverse: put order is kept anyway.
-        assert_eq!(q.abort(&[xids[1]]), 1);
-        assert_eq!(q.abort(&[xids[0], 12345]), 1);
-        assert_eq!(data(&q.get(3, None, ReadKind::Take).await), ["a", "b", "c"]);
-        assert_eq!(q.snapshot().counters.canceled_transactions, 2);
-    }
-
-    #[tokio::test]
-    async fn confirm_removes_for_good() {
-        let q = queue();
-        put(&q, &["a"]);
-        let opened = q.get(1, None, ReadKind::Open).await;
-        let xid = opened[0].xid.unwrap();
-        assert_eq!(q.confirm(&[xid]), 1);
-        assert_eq!(q.confirm(&[xid]), 0);
-        assert_eq!(q.abort(&[xid]), 0);
-        assert!(q.get(1, None, ReadKind::Take).await.is_empty());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn parked_readers_are_served_in_arrival_order() {
-        let q = queue();
-        let deadline = Some(Instant::now() + Duration::from_secs(10));
-        let mut readers = Vec::new();
-        for _ in 0..3 {
-            let q2 = q.clone();
-            readers.push(tokio::spawn(async move {
-                q2.get(1, deadline, ReadKind::Take).await
-            }));
-            // Let the reader park before the next one arrives.
-            while q.snapshot().waiters < readers.len() as u64 {
-                tokio::task::yield_now().await;
-            }
-        }
-        put(&q, &["a", "b", "c"]);
-        let mut got = Vec::new();
-        for r in readers {
-            got.extend(data(&r.await.unwrap()));
-        }
-        assert_eq!(got, ["a", "b", "c"]);
-        assert_eq!(q.snapshot().waiters, 0);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_get_waits_until_deadline_for_the_whole_batch() {
-        let q = queue();
-        put(&q, &["a"]);
-        let start = Instant::now();
-        let got = q
-            .get(3, Some(start + Duration::from_millis(500)), ReadKind::Take)
-            .await;
-        assert_eq!(data(&got), ["a"]);
-        assert!(Instant::now() >= start + Duration::from_millis(500));
-        assert_eq!(q.snapshot().waiters, 0);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_dropped_reader_leaves_no_ghost_and_loses_nothing() {
-        let q = queue();
-        put(&q, &["a"]);
-        let deadline = Some(Instant::now() + Duration::from_secs(10));
-        let q2 = q.clone();
-        // Takes "a", then parks for a second item.
-        let reader = tokio::spawn(async move { q2.get(2, deadline, ReadKind::Take).await });
-        while q.snapshot().waiters == 0 {
-            tokio::task::yield_now().await;
-        }
-        reader.abort();
-        assert!(reader.await.unwrap_err().is_cancelled());
-        let snap = q.snapshot();
-        assert_eq!((snap.waiters, snap.items), (0, 1));
-        put(&q, &["b"]);
-        assert_eq!(data(&q.get(2, None, ReadKind::Take).await), ["a", "b"]);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_dropped_reader_aborts_items_handed_to_it() {
-        let q = queue();
-        let deadline = Some(Instant::now() + Duration::from_secs(10));
-        let q2 = q.clone();
-        let reader = tokio::spawn(async move { q2.get(1, deadline, ReadKind::Open).await });
-        while q.snapshot().waiters == 0 {
-            tokio::task::yield_now().await;
-        }
-        // The put hands "a" to the parked reader, which is cancelled before it
-        // picks it up: "a" must come back.
-        reader.abort();
-        put(&q, &["a"]);
-        let _ = reader.await;
-        let snap = q.snapshot();
-        assert_eq!((snap.items, snap.open_transactions), (1, 0));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn peek_waiters_see_the_item_and_leave_it() {
-        let q = queue();
-        let deadline = Some(Instant::now() + Duration::from_secs(10));
-        let q2 = q.clone();
-        let peeker = tokio::spawn(async move { q2.get(1, deadline, ReadKind::Peek).await });
-        let q3 = q.clone();
-        while q.snapshot().waiters == 0 {
-            tokio::task::yield_now().await;
-        }
-        let taker = tokio::spawn(async move { q3.get(1, deadline, ReadKind::Take).await });
-        while q.snapshot().waiters < 2 {
-            tokio::task::yield_now().await;
-        }
-        put(&q, &["a"]);
-        assert_eq!(data(&peeker.await.unwrap()), ["a"]);
-        assert_eq!(data(&taker.await.unwrap()), ["a"]);
-        assert_eq!(q.snapshot().items, 0);
-    }
-
-    #[tokio::test]
-    async fn expired_items_are_never_returned() {
-        let q = queue();
-        let past = now_ms() - 1;
-        q.put([Bytes::from_static(b"old")], Some(past)).unwrap();
-        put(&q, &["new"]);
-        q.put([Bytes::from_static(b"old2")], Some(past)).unwrap();
-        put(&q, &["newer"]);
-        assert_eq!(
-            data(&q.get(5, None, ReadKind::Take).await),
-            ["new", "newer"]
-        );
-        assert_eq!(q.snapshot().counters.expired_items, 2);
-    }
-
-    #[tokio::test]
-    async fn limits_refuse_or_discard() {
-        let config = QueueConfig {
-            max_items: 2,
-            max_item_size: 3,
-            ..QueueConfig::default()
-        };
-        let q = Queue::new(
-            "q".into(),
-            Arc::new(config.clone()),
-            Arc::new(XidSource::new()),
-        );
-        assert_eq!(
-            put(&q, &["a", "b", "c"]),
-            PutOutcome {
-                accepted: 2,
-                refused: Some(Refusal::Full)
-            }
-        );
-        assert_eq!(
-            put(&q, &["long"]),
-            PutOutcome {
-                accepted: 0,
-                refused: Some(Refusal::TooLarge)
-            }
-        );
-        q.set_config(Arc::new(QueueConfig {
-            discard_old_when_full: true,
-            ..config
-        }));
-        assert_eq!(put(&q, &["c"]).accepted, 1);
-        let snap = q.snapshot();
-        assert_eq!((snap.items, snap.counters.discarded), (2, 1));
-        assert_eq!(snap.head.as_deref(), Some(&b"b"[..]));
-    }
-
-    #[tokio::test]
-    async fn deleted_queue_refuses_puts() {
-        let q = queue();
-        put(&q, &["a"]);
-        q.delete();
-        assert_eq!(q.put([Bytes::from_static(b"x")], None), Err(Deleted));
-        assert!(q.get(1, None, ReadKind::Take).await.is_empty());
-    }
-}
+mod tests;

@@ -78,7 +78,7 @@ impl AutoAbort {
                 let next = due.peek().map(|Reverse(e)| e.at);
                 drop(due);
                 for e in expired {
-                    let n = e.queue.abort(&e.xids);
+                    let (n, _) = e.queue.abort(&e.xids);
                     if n > 0 {
                         tracing::debug!(queue = %e.queue.name(), items = n, "auto-aborted open items");
                     }

@@ -1,0 +1,244 @@
+//! Checkpoints: the journal's state at a point of the log, so that a restart
+//! replays only what came after it.
+//!
+//! Two files, `checkpoint.0` and `checkpoint.1`, written alternately (each
+//! through a temporary file, fsync and rename): if the newer one is damaged,
+//! the older one still describes a state from which replay is correct, and
+//! the journal never reclaims a segment that either of them still needs.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use bytes::{Buf, BufMut, BytesMut};
+
+use super::runs::Runs;
+
+const MAGIC: u32 = 0x4b51_434b; // "KQCK"
+const VERSION: u32 = 1;
+
+/// What the journal knows about one segment file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SegmentInfo {
+    /// Bytes appended to it.
+    pub size: u64,
+    /// Sequence numbers of the first and last ADD in it, if any.
+    pub adds: Option<(u64, u64)>,
+    /// Bytes of the ADD records in it whose items are still live.
+    pub live_bytes: u64,
+}
+
+/// Where replay starts: a segment and an offset in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Position {
+    pub segment: u64,
+    pub offset: u64,
+}
+
+/// A checkpoint's contents.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Checkpoint {
+    pub generation: u64,
+    pub replay_from: Position,
+    pub next_seq: u64,
+    pub created_ms: i64,
+    pub live_bytes: u64,
+    pub live: Runs,
+    /// Open items (sequence number, size): rolled back on recovery.
+    pub open: BTreeMap<u64, u32>,
+    pub segments: BTreeMap<u64, SegmentInfo>,
+}
+
+impl Checkpoint {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        out.put_u32_le(MAGIC);
+        out.put_u32_le(VERSION);
+        out.put_u64_le(self.generation);
+        out.put_u64_le(self.replay_from.segment);
+        out.put_u64_le(self.replay_from.offset);
+        out.put_u64_le(self.next_seq);
+        out.put_i64_le(self.created_ms);
+        out.put_u64_le(self.live_bytes);
+        out.put_u64_le(self.live.run_count() as u64);
+        for (start, end) in self.live.runs() {
+            out.put_u64_le(start);
+            out.put_u64_le(end);
+        }
+        out.put_u64_le(self.open.len() as u64);
+        for (&seq, &size) in &self.open {
+            out.put_u64_le(seq);
+            out.put_u32_le(size);
+        }
+        out.put_u64_le(self.segments.len() as u64);
+        for (&id, s) in &self.segments {
+            out.put_u64_le(id);
+            out.put_u64_le(s.size);
+            let (first, last) = s.adds.unwrap_or((u64::MAX, u64::MAX));
+            out.put_u64_le(first);
+            out.put_u64_le(last);
+            out.put_u64_le(s.live_bytes);
+        }
+        let crc = crc32c::crc32c(&out);
+        out.put_u32_le(crc);
+        out.to_vec()
+    }
+
+    /// Decodes a checkpoint; `None` if it is damaged or not one.
+    pub fn decode(bytes: &[u8]) -> Option<Checkpoint> {
+        let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
+        if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().ok()?) {
+            return None;
+        }
+        let mut b = body;
+        let need = |b: &[u8], n: u64| (b.len() as u64 >= n).then_some(());
+        need(b, 64)?;
+        if b.get_u32_le() != MAGIC || b.get_u32_le() != VERSION {
+            return None;
+        }
+        let mut c = Checkpoint {
+            generation: b.get_u64_le(),
+            replay_from: Position {
+                segment: b.get_u64_le(),
+                offset: b.get_u64_le(),
+            },
+            next_seq: b.get_u64_le(),
+            created_ms: b.get_i64_le(),
+            live_bytes: b.get_u64_le(),
+            ..Checkpoint::default()
+        };
+        let runs = b.get_u64_le();
+        need(b, runs.checked_mul(16)?)?;
+        c.live = Runs::from_runs((0..runs).map(|_| (b.get_u64_le(), b.get_u64_le())));
+        need(b, 8)?;
+        let open = b.get_u64_le();
+        need(b, open.checked_mul(12)?)?;
+        c.open = (0..open)
+            .map(|_| (b.get_u64_le(), b.get_u32_le()))
+            .collect();
+        need(b, 8)?;
+        let segments = b.get_u64_le();
+        need(b, segments.checked_mul(40)?)?;
+        for _ in 0..segments {
+            let id = b.get_u64_le();
+            let size = b.get_u64_le();
+            let (first, last) = (b.get_u64_le(), b.get_u64_le());
+            let live_bytes = b.get_u64_le();
+            let adds = (first != u64::MAX).then_some((first, last));
+            c.segments.insert(
+                id,
+                SegmentInfo {
+                    size,
+                    adds,
+                    live_bytes,
+                },
+            );
+        }
+        b.is_empty().then_some(c)
+    }
+}
+
+fn slot_path(dir: &Path, slot: u64) -> std::path::PathBuf {
+    dir.join(format!("checkpoint.{}", slot % 2))
+}
+
+/// The valid checkpoints in `dir`, newest first.
+pub fn load(dir: &Path) -> Vec<Checkpoint> {
+    let mut found: Vec<Checkpoint> = (0..2)
+        .filter_map(|slot| Checkpoint::decode(&fs::read(slot_path(dir, slot)).ok()?))
+        .collect();
+    found.sort_by_key(|c| std::cmp::Reverse(c.generation));
+    found
+}
+
+/// Writes `c` durably into the slot of its generation (replacing the older
+/// of the two checkpoints).
+pub fn store(dir: &Path, c: &Checkpoint) -> io::Result<()> {
+    let tmp = dir.join("checkpoint.tmp");
+    {
+        use std::io::Write;
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(&c.encode())?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, slot_path(dir, c.generation))?;
+    fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Checkpoint {
+        Checkpoint {
+            generation: 7,
+            replay_from: Position {
+                segment: 3,
+                offset: 4096,
+            },
+            next_seq: 1000,
+            created_ms: 1_700_000_000_000,
+            live_bytes: 12345,
+            live: Runs::from_runs([(5, 10), (20, 1000)]),
+            open: [(5, 3), (7, 9)].into_iter().collect(),
+            segments: [
+                (
+                    1,
+                    SegmentInfo {
+                        size: 100,
+                        adds: Some((1, 9)),
+                        live_bytes: 50,
+                    },
+                ),
+                (
+                    3,
+                    SegmentInfo {
+                        size: 8192,
+                        adds: None,
+                        live_bytes: 0,
+                    },
+                ),
+            ]
+            .into_iter()
+            .collect(),
+        }
+    }
+
+    #[test]
+    fn round_trips_and_rejects_damage() {
+        let bytes = sample().encode();
+        assert_eq!(Checkpoint::decode(&bytes), Some(sample()));
+        for i in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[i] ^= 0x10;
+            assert_eq!(Checkpoint::decode(&damaged), None, "byte {i}");
+        }
+        assert_eq!(Checkpoint::decode(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(Checkpoint::decode(&[]), None);
+    }
+
+    #[test]
+    fn newest_valid_checkpoint_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = sample();
+        store(dir.path(), &c).unwrap();
+        c.generation = 8;
+        c.next_seq = 2000;
+        store(dir.path(), &c).unwrap();
+        let found = load(dir.path());
+        assert_eq!(
+            found.iter().map(|c| c.generation).collect::<Vec<_>>(),
+            [8, 7]
+        );
+        // Damage the newer one: the older is still there.
+        fs::write(dir.path().join("checkpoint.0"), b"garbage").unwrap();
+        assert_eq!(
+            load(dir.path())
+                .iter()
+                .map(|c| c.generation)
+                .collect::<Vec<_>>(),
+            [7]
+        );
+    }
+}

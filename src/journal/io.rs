@@ -1,0 +1,387 @@
+//! Getting appended records onto disk: a pending buffer that appends fill
+//! under the queue's lock, and a writer that empties it with one `write` per
+//! segment touched and, when the queue's durability asks for it, one `fsync`
+//! for everybody.
+//!
+//! Group commit without a thread: a task that needs its record on disk
+//! becomes the writer if nobody is writing, and otherwise waits for the
+//! writer's progress; the writer takes everything pending, so one write and
+//! one fsync cover every connection that appended meanwhile.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::sync::watch;
+
+use super::record::Record;
+use super::segment;
+
+/// When an acknowledged record must be on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// fsync before the acknowledgement (shared by concurrent writers).
+    Always,
+    /// Acknowledge after the write to the OS; fsync dirty journals this often.
+    Every(Duration),
+    /// Acknowledge after the write to the OS; the OS decides when to flush.
+    Never,
+}
+
+/// A write that failed: records in `(from, to]` (log positions) are not on disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Failure {
+    pub from: u64,
+    pub to: u64,
+    pub message: Arc<str>,
+}
+
+/// How far the log has got, in bytes appended since the journal was opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub written: u64,
+    pub synced: u64,
+    pub failure: Option<Failure>,
+}
+
+/// A journal write failed; the message says how.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("journal write failed: {0}")]
+pub struct WriteError(pub Arc<str>);
+
+struct Chunk {
+    segment: u64,
+    bytes: BytesMut,
+    /// Log position at the end of the chunk.
+    end: u64,
+}
+
+#[derive(Default)]
+struct Pending {
+    chunks: VecDeque<Chunk>,
+    appended: u64,
+}
+
+struct Open {
+    segment: u64,
+    file: File,
+    len: u64,
+}
+
+#[derive(Default)]
+struct Writer {
+    file: Option<Open>,
+    /// Files written since their last fsync.
+    unsynced: Vec<File>,
+    progress: Progress,
+    last_sync: Option<Instant>,
+}
+
+/// The I/O side of one queue's journal, shared by the queue (which appends),
+/// the tasks waiting for acknowledgements, and the background syncer.
+pub struct JournalIo {
+    dir: PathBuf,
+    sync: SyncMode,
+    pending: Mutex<Pending>,
+    writer: Mutex<Writer>,
+    progress: watch::Sender<Progress>,
+    closed: AtomicBool,
+    failures: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl JournalIo {
+    pub fn new(dir: PathBuf, sync: SyncMode) -> Arc<JournalIo> {
+        Arc::new(JournalIo {
+            dir,
+            sync,
+            pending: Mutex::new(Pending::default()),
+            writer: Mutex::new(Writer::default()),
+            progress: watch::Sender::new(Progress::default()),
+            closed: AtomicBool::new(false),
+            failures: AtomicU64::new(0),
+        })
+    }
+
+    pub fn sync_mode(&self) -> SyncMode {
+        self.sync
+    }
+
+    /// Encodes `record` into the pending buffer of `segment`; returns its
+    /// length and the log position at its end.
+    pub fn push(&self, segment: u64, record: &Record) -> (u64, u64) {
+        let mut p = lock(&self.pending);
+        let end = p.appended;
+        if p.chunks.back().is_none_or(|c| c.segment != segment) {
+            p.chunks.push_back(Chunk {
+                segment,
+                bytes: BytesMut::new(),
+                end,
+            });
+        }
+        let chunk = p.chunks.back_mut().expect("just ensured");
+        let len = record.encode(&mut chunk.bytes) as u64;
+        chunk.end += len;
+        p.appended += len;
+        (len, p.appended)
+    }
+
+    /// How many writes have failed since the journal was opened.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Acquire)
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !lock(&self.pending).chunks.is_empty()
+    }
+
+    /// Stops all I/O (the queue was deleted); pending records are dropped.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        lock(&self.pending).chunks.clear();
+        let mut w = lock(&self.writer);
+        w.file = None;
+        w.unsynced.clear();
+    }
+
+    fn file(&self, w: &mut Writer, segment: u64) -> io::Result<()> {
+        if w.file.as_ref().is_some_and(|f| f.segment == segment) {
+            return Ok(());
+        }
+        let path = segment::path(&self.dir, segment);
+        let created = !path.exists();
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        if created && self.sync == SyncMode::Always {
+            File::open(&self.dir)?.sync_all()?;
+        }
+        let len = file.metadata()?.len();
+        if let Some(old) = w.file.replace(Open { segment, file, len }) {
+            if self.sync != SyncMode::Never {
+                w.unsynced.push(old.file);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes everything pending. Runs as the writer (holding its lock).
+    fn write_pending(&self, w: &mut Writer) {
+        let chunks = std::mem::take(&mut lock(&self.pending).chunks);
+        if self.closed.load(Ordering::Acquire) {
+            if let Some(last) = chunks.back() {
+                w.progress.written = last.end;
+                w.progress.synced = last.end;
+            }
+            return;
+        }
+        let mut failed: Option<(u64, String)> = None;
+        for chunk in chunks {
+            if failed.is_some() {
+                // Later chunks of a failed batch are dropped with it.
+                w.progress.written = chunk.end;
+                continue;
+            }
+            let start = w.progress.written;
+            let result = self.file(w, chunk.segment).and_then(|()| {
+                let open = w.file.as_mut().expect("opened above");
+                match open.file.write_all(&chunk.bytes) {
+                    Ok(()) => {
+                        open.len += chunk.bytes.len() as u64;
+                        Ok(())
+                    }
+                    Err(e) => {
+                        // Cut a partial write off so the file ends with whole records.
+                        let _ = open.file.set_len(open.len);
+                        Err(e)
+                    }
+                }
+            });
+            if let Err(e) = result {
+                tracing::error!(dir = %self.dir.display(), error = %e, "journal write failed; records not stored");
+                failed = Some((start, e.to_string()));
+            }
+            w.progress.written = chunk.end;
+        }
+        if let Some((from, message)) = failed {
+            w.progress.failure = Some(Failure {
+                from,
+                to: w.progress.written,
+                message: message.into(),
+            });
+            self.failures.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// fsyncs every file written since the last fsync.
+    fn sync_files(&self, w: &mut Writer) {
+        let target = w.progress.written;
+        let mut result = Ok(());
+        for f in w.unsynced.drain(..) {
+            result = result.and(f.sync_data());
+        }
+        if let Some(open) = &w.file {
+            result = result.and(open.file.sync_data());
+        }
+        match result {
+            Ok(()) => w.progress.synced = target,
+            Err(e) => {
+                tracing::error!(dir = %self.dir.display(), error = %e, "journal fsync failed");
+                let from = w.progress.synced;
+                w.progress.failure = Some(Failure {
+                    from,
+                    to: target,
+                    message: e.to_string().into(),
+                });
+                w.progress.synced = target;
+            }
+        }
+        w.last_sync = Some(Instant::now());
+    }
+
+    fn publish(&self, w: MutexGuard<'_, Writer>) {
+        let progress = w.progress.clone();
+        // Release the writer before telling waiters, so a waiter that finds
+        // its record still unwritten can become the writer.
+        drop(w);
+        self.progress.send_replace(progress);
+    }
+
+    /// Waits until the record ending at `lsn` is durable as the sync mode
+    /// requires, writing (and fsyncing) it ourselves if nobody else is.
+    pub async fn wait(&self, lsn: u64) -> Result<(), WriteError> {
+        let mut rx = self.progress.subscribe();
+        loop {
+            {
+                let p = rx.borrow_and_update();
+                if let Some(f) = &p.failure {
+                    if f.from < lsn && lsn <= f.to {
+                        return Err(WriteError(f.message.clone()));
+                    }
+                }
+                let done = match self.sync {
+                    SyncMode::Always => p.synced >= lsn,
+                    _ => p.written >= lsn,
+                };
+                if done {
+                    return Ok(());
+                }
+            }
+            if let Ok(mut w) = self.writer.try_lock() {
+                self.write_pending(&mut w);
+                if self.sync == SyncMode::Always && w.progress.synced < w.progress.written {
+                    blocking(|| self.sync_files(&mut w));
+                }
+                self.publish(w);
+                continue;
+            }
+            if rx.changed().await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Writes and fsyncs everything appended so far (blocking).
+    pub fn sync_now(&self) -> Result<(), WriteError> {
+        let target = lock(&self.pending).appended;
+        let mut w = lock(&self.writer);
+        self.write_pending(&mut w);
+        self.sync_files(&mut w);
+        let failed = w
+            .progress
+            .failure
+            .clone()
+            .filter(|f| f.to >= target && f.from < target);
+        self.publish(w);
+        match failed {
+            Some(f) => Err(WriteError(f.message)),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes everything pending (blocking), without fsync: used before
+    /// reading back records that may still be pending.
+    pub fn write_now(&self) {
+        let mut w = lock(&self.writer);
+        self.write_pending(&mut w);
+        self.publish(w);
+    }
+
+    /// Background duty: write what nobody waited for, and fsync when the
+    /// interval has passed. Never blocks on a busy writer.
+    pub fn tick(&self) {
+        let Ok(mut w) = self.writer.try_lock() else {
+            return;
+        };
+        if self.has_pending() {
+            self.write_pending(&mut w);
+        }
+        if let SyncMode::Every(interval) = self.sync {
+            let due = w.last_sync.is_none_or(|at| at.elapsed() >= interval);
+            if due && w.progress.synced < w.progress.written {
+                self.sync_files(&mut w);
+            }
+        }
+        self.publish(w);
+    }
+}
+
+/// Runs blocking I/O from async code without stalling the runtime's other
+/// tasks (when the runtime has threads to move them to).
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn add(seq: u64) -> Record {
+        Record::Add {
+            seq,
+            added_ms: 0,
+            expires_ms: None,
+            data: Bytes::from_static(b"data"),
+        }
+    }
+
+    #[tokio::test]
+    async fn waiting_writes_and_everyone_pending_is_written_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = JournalIo::new(dir.path().to_path_buf(), SyncMode::Always);
+        let (_, a) = io.push(1, &add(1));
+        let (_, b) = io.push(1, &add(2));
+        let (_, c) = io.push(2, &add(3));
+        io.wait(a).await.unwrap();
+        // One writer took everything, across both segments.
+        assert!(!io.has_pending());
+        io.wait(c).await.unwrap();
+        let p = io.progress.borrow().clone();
+        assert_eq!((p.written, p.synced), (c, c));
+        assert!(b < c);
+        let one = std::fs::read(segment::path(dir.path(), 1)).unwrap();
+        let two = std::fs::read(segment::path(dir.path(), 2)).unwrap();
+        assert_eq!((one.len() as u64, two.len() as u64), (b, c - b));
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_reported_to_its_waiters() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = JournalIo::new(dir.path().join("missing"), SyncMode::Never);
+        let (_, lsn) = io.push(1, &add(1));
+        let err = io.wait(lsn).await.unwrap_err();
+        assert!(err.to_string().contains("journal write failed"), "{err}");
+    }
+}

@@ -1,0 +1,659 @@
+//! The journal: one queue's items on disk, so that every acknowledged item
+//! survives a crash and a restart.
+//!
+//! On disk, a queue's directory holds numbered segment files of records (see
+//! [`record`]) and two checkpoints (see [`checkpoint`]):
+//!
+//! - every change to the queue appends a record naming the item by its
+//!   sequence number: ADD, REMOVE, OPEN, ABORT, FLUSH. Records are CRC32C'd, so
+//!   a torn or damaged record is recognised, never read as data;
+//! - a checkpoint copies the journal's view of the queue (which items are
+//!   live and where their data is) at a point of the log, so a restart replays
+//!   only the records after it, however deep the queue;
+//! - items beyond the queue's memory budget stay on disk and are read back in
+//!   order as the head drains ([`Journal::read_items`]);
+//! - segments that hold no live item are deleted, and a segment whose live
+//!   data fell under half its size is rewritten with just that data
+//!   ([`Journal::reclaim_job`]), so the journal stays a small multiple of the
+//!   live data whatever the history, open transactions included.
+//!
+//! The journal knows records, not queue policy: the queue engine decides what
+//! happens and tells the journal, under the queue's lock.
+
+mod checkpoint;
+mod io;
+mod record;
+mod runs;
+mod segment;
+mod state;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+pub use io::{JournalIo, SyncMode, WriteError};
+pub use record::Record;
+
+use checkpoint::{Checkpoint, Position};
+use segment::{Next, Reader};
+use state::LogState;
+
+/// A checkpoint is due after this much log...
+const CHECKPOINT_BYTES: u64 = 16 * 1024 * 1024;
+/// ...or this long after the last one, if anything was appended.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(2);
+/// Recovery logs its progress every this many bytes replayed.
+const PROGRESS_EVERY: u64 = 64 * 1024 * 1024;
+
+/// How a queue's journal is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalConfig {
+    pub sync: SyncMode,
+    /// A segment is closed, and a new one started, once it reaches this size.
+    pub segment_size: u64,
+}
+
+/// An item as the journal stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredItem {
+    pub seq: u64,
+    pub added_ms: i64,
+    pub expires_ms: Option<i64>,
+    pub data: Bytes,
+}
+
+/// Items read back from disk.
+#[derive(Debug, Default)]
+pub struct ReadBatch {
+    pub items: Vec<StoredItem>,
+    /// Live items whose data could not be found (a damaged segment).
+    pub lost: u64,
+}
+
+/// The queue as recovered from disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    pub next_seq: u64,
+    /// Live items (open ones rolled back into them) and their payload bytes.
+    pub items: u64,
+    pub bytes: u64,
+    /// The lowest live sequence number.
+    pub first_live: Option<u64>,
+    pub created_ms: i64,
+    /// Open transactions rolled back.
+    pub rolled_back: u64,
+}
+
+/// A pending acknowledgement: resolves once the record is as durable as the
+/// queue's sync mode requires.
+#[derive(Clone)]
+pub struct Ack {
+    io: Arc<JournalIo>,
+    lsn: u64,
+}
+
+impl Ack {
+    pub async fn wait(self) -> Result<(), WriteError> {
+        self.io.wait(self.lsn).await
+    }
+}
+
+/// Where read-behind stopped: a reader, the sequence number after the last
+/// ADD it read, and an item read but not taken (it did not fit the budget).
+struct Cursor {
+    reader: Reader,
+    after: u64,
+    held: Option<StoredItem>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    generation: u64,
+    replay_from: Position,
+}
+
+/// One queue's journal. Owned by the queue and used under its lock.
+pub struct Journal {
+    dir: PathBuf,
+    config: JournalConfig,
+    state: LogState,
+    io: Arc<JournalIo>,
+    /// The segment receiving appends.
+    active: u64,
+    /// The durable checkpoints, newest first (at most two).
+    marks: Vec<Mark>,
+    since_checkpoint: u64,
+    last_checkpoint: Instant,
+    /// Read-behind position.
+    cursor: Option<Cursor>,
+    /// Number of write failures seen, to move to a fresh segment after one.
+    failures_seen: u64,
+}
+
+/// A checkpoint to write, built under the queue's lock and written outside it.
+pub struct CheckpointJob {
+    dir: PathBuf,
+    io: Arc<JournalIo>,
+    checkpoint: Checkpoint,
+}
+
+impl CheckpointJob {
+    /// Makes the log durable up to the checkpoint, then stores it (blocking).
+    pub fn run(&self) -> std::io::Result<()> {
+        self.io.sync_now().map_err(std::io::Error::other)?;
+        checkpoint::store(&self.dir, &self.checkpoint)
+    }
+}
+
+/// Segment reclamation to do outside the queue's lock.
+pub enum ReclaimJob {
+    /// A segment with no live item left.
+    Delete { path: PathBuf, id: u64 },
+    /// A segment mostly consumed: keep only its live ADDs.
+    Rewrite {
+        dir: PathBuf,
+        id: u64,
+        live: runs::Runs,
+    },
+}
+
+/// What a reclamation did: the segment's new size and ADD range, or `None`
+/// when it is gone.
+pub struct Reclaimed {
+    id: u64,
+    kept: Option<(u64, Option<(u64, u64)>)>,
+}
+
+impl ReclaimJob {
+    /// Does the I/O (blocking).
+    pub fn run(self) -> std::io::Result<Reclaimed> {
+        match self {
+            ReclaimJob::Delete { path, id } => {
+                match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+                Ok(Reclaimed { id, kept: None })
+            }
+            ReclaimJob::Rewrite { dir, id, live } => rewrite(&dir, id, &live),
+        }
+    }
+}
+
+/// Rewrites segment `id` with only the ADDs of `live` items, atomically.
+fn rewrite(dir: &Path, id: u64, live: &runs::Runs) -> std::io::Result<Reclaimed> {
+    use std::io::Write;
+    let mut reader = Reader::open(dir, id, 0)?;
+    let mut out = BytesMut::new();
+    let mut adds: Option<(u64, u64)> = None;
+    loop {
+        match reader.next()? {
+            Next::Record {
+                record: record @ Record::Add { .. },
+                ..
+            } if live.contains(record.seq()) => {
+                let seq = record.seq();
+                adds = Some(adds.map_or((seq, seq), |(first, _)| (first, seq)));
+                record.encode(&mut out);
+            }
+            Next::Record { .. } | Next::Skipped(_) => {}
+            Next::End { .. } => break,
+        }
+    }
+    let tmp = dir.join(format!("{id:016x}.rewrite"));
+    {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(&out)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, segment::path(dir, id))?;
+    fs::File::open(dir)?.sync_all()?;
+    Ok(Reclaimed {
+        id,
+        kept: Some((out.len() as u64, adds)),
+    })
+}
+
+impl Journal {
+    /// Starts an empty journal in `dir` (created if needed).
+    pub fn create(dir: &Path, config: JournalConfig, created_ms: i64) -> std::io::Result<Journal> {
+        fs::create_dir_all(dir)?;
+        let mut journal = Journal::new(dir, config, LogState::new(created_ms), 1, Vec::new());
+        journal.checkpoint_now()?;
+        Ok(journal)
+    }
+
+    fn new(
+        dir: &Path,
+        config: JournalConfig,
+        state: LogState,
+        active: u64,
+        marks: Vec<Mark>,
+    ) -> Journal {
+        Journal {
+            dir: dir.to_path_buf(),
+            config,
+            state,
+            io: JournalIo::new(dir.to_path_buf(), config.sync),
+            active,
+            marks,
+            since_checkpoint: 0,
+            last_checkpoint: Instant::now(),
+            cursor: None,
+            failures_seen: 0,
+        }
+    }
+
+    /// Opens the journal in `dir`: loads the newest valid checkpoint, replays
+    /// the log after it (cutting a torn or damaged tail off), rolls back open
+    /// transactions, and checkpoints the result. `name` is for the logs.
+    pub fn recover(
+        dir: &Path,
+        config: JournalConfig,
+        name: &str,
+    ) -> std::io::Result<(Journal, Recovery)> {
+        let checkpoints = checkpoint::load(dir);
+        let on_disk = segment::list(dir)?;
+        let (mut state, replay_from) = match checkpoints.first() {
+            Some(c) => (LogState::from_checkpoint(c), c.replay_from),
+            None => {
+                if !on_disk.is_empty() {
+                    tracing::warn!(queue = name, "no valid checkpoint: replaying every segment");
+                }
+                let first = on_disk.first().copied().unwrap_or(1);
+                (
+                    LogState::new(crate::queue::now_ms()),
+                    Position {
+                        segment: first,
+                        offset: 0,
+                    },
+                )
+            }
+        };
+        let marks: Vec<Mark> = checkpoints
+            .iter()
+            .map(|c| Mark {
+                generation: c.generation,
+                replay_from: c.replay_from,
+            })
+            .collect();
+        let gone: Vec<u64> = state
+            .segments
+            .keys()
+            .copied()
+            .filter(|id| *id < replay_from.segment && !on_disk.contains(id))
+            .collect();
+        for id in gone {
+            state.segment_rewritten(id, None);
+        }
+
+        let total: u64 = on_disk
+            .iter()
+            .filter(|&&id| id >= replay_from.segment)
+            .filter_map(|&id| fs::metadata(segment::path(dir, id)).ok().map(|m| m.len()))
+            .sum::<u64>()
+            .saturating_sub(replay_from.offset);
+        let started = Instant::now();
+        let mut replayed = 0u64;
+        let mut next_report = PROGRESS_EVERY;
+        for &id in on_disk.iter().filter(|&&id| id >= replay_from.segment) {
+            let offset = if id == replay_from.segment {
+                replay_from.offset
+            } else {
+                0
+            };
+            state.segments.entry(id).or_default().size = offset;
+            let mut reader = Reader::open(dir, id, offset)?;
+            loop {
+                match reader.next()? {
+                    Next::Record { record, len } => {
+                        state.apply(&record, id, len);
+                        replayed += len;
+                        if replayed >= next_report {
+                            next_report += PROGRESS_EVERY;
+                            tracing::info!(
+                                queue = name,
+                                "replaying journal: {} of {} MiB",
+                                replayed >> 20,
+                                total >> 20
+                            );
+                        }
+                    }
+                    Next::Skipped(d) => tracing::warn!(
+                        queue = name,
+                        segment = id,
+                        offset = d.offset,
+                        bytes = d.len,
+                        "damaged journal records skipped; DATA MAY HAVE BEEN LOST"
+                    ),
+                    Next::End { valid_len, damage } => {
+                        if let Some(d) = damage {
+                            tracing::warn!(
+                                queue = name,
+                                segment = id,
+                                offset = d.offset,
+                                bytes = d.len,
+                                "torn or damaged journal tail truncated at the last good record"
+                            );
+                            let f = fs::OpenOptions::new()
+                                .write(true)
+                                .open(segment::path(dir, id))?;
+                            f.set_len(valid_len)?;
+                            f.sync_all()?;
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        if replayed > PROGRESS_EVERY {
+            tracing::info!(queue = name, mib = replayed >> 20, elapsed = ?started.elapsed(), "journal replayed");
+        }
+        let active = on_disk
+            .last()
+            .copied()
+            .unwrap_or(replay_from.segment)
+            .max(replay_from.segment);
+        if let Ok(f) = fs::File::open(segment::path(dir, active)) {
+            f.sync_all()?;
+        }
+        let rolled_back = state.open.len() as u64;
+        state.open.clear();
+        let recovery = Recovery {
+            next_seq: state.next_seq,
+            items: state.live.len(),
+            bytes: state.live_bytes,
+            first_live: state.live.first(),
+            created_ms: state.created_ms,
+            rolled_back,
+        };
+        let mut journal = Journal::new(dir, config, state, active, marks);
+        journal.checkpoint_now()?;
+        Ok((journal, recovery))
+    }
+
+    /// Appends a record; returns what to wait on before acknowledging it.
+    pub fn append(&mut self, record: Record) -> Ack {
+        let failures = self.io.failures();
+        if failures != self.failures_seen {
+            // Records were dropped from the current segment: continue in a
+            // fresh one so sizes and offsets stay true.
+            self.failures_seen = failures;
+            self.active += 1;
+        }
+        let active_size = self.state.segments.get(&self.active).map_or(0, |s| s.size);
+        if active_size > 0 && active_size >= self.config.segment_size {
+            self.active += 1;
+        }
+        let (len, lsn) = self.io.push(self.active, &record);
+        self.state.apply(&record, self.active, len);
+        self.since_checkpoint += len;
+        Ack {
+            io: self.io.clone(),
+            lsn,
+        }
+    }
+
+    /// Forgets items in `[from, to)` whose ADD never reached the disk.
+    pub fn forget(&mut self, from: u64, to: u64) {
+        self.state.lose(from, to);
+    }
+
+    /// Shared I/O handle (for the background syncer).
+    pub fn io(&self) -> Arc<JournalIo> {
+        self.io.clone()
+    }
+
+    /// Bytes on disk (segments and checkpoints).
+    pub fn size(&self) -> u64 {
+        self.state.size()
+    }
+
+    /// Reads back live items from `from` on, in order, until their data
+    /// reaches `budget` bytes (at least one item).
+    pub fn read_items(&mut self, from: u64, budget: u64) -> std::io::Result<ReadBatch> {
+        let mut batch = ReadBatch::default();
+        let mut bytes = 0u64;
+        let Some(mut want) = self.state.live.next_at_or_after(from) else {
+            return Ok(batch);
+        };
+        let Some(target) = self.state.segment_at_or_after(want) else {
+            batch.lost += self.state.lose(want, u64::MAX);
+            return Ok(batch);
+        };
+        let reusable = self.cursor.as_ref().is_some_and(|c| {
+            let next = c.held.as_ref().map_or(c.after, |h| h.seq);
+            c.reader.id == target && next <= want
+        });
+        if !reusable {
+            self.cursor = Some(Cursor {
+                reader: self.open_reader(target)?,
+                after: 0,
+                held: None,
+            });
+        }
+        let mut wrote_pending = false;
+        loop {
+            let cursor = self.cursor.as_mut().expect("opened above");
+            let next = match cursor.held.take() {
+                Some(item) => Next::Record {
+                    record: Record::Add {
+                        seq: item.seq,
+                        added_ms: item.added_ms,
+                        expires_ms: item.expires_ms,
+                        data: item.data,
+                    },
+                    len: 0,
+                },
+                None => cursor.reader.next()?,
+            };
+            match next {
+                Next::Record {
+                    record:
+                        Record::Add {
+                            seq,
+                            added_ms,
+                            expires_ms,
+                            data,
+                        },
+                    ..
+                } => {
+                    cursor.after = cursor.after.max(seq + 1);
+                    if seq < want {
+                        continue;
+                    }
+                    if seq > want {
+                        batch.lost += self.state.lose(want, seq);
+                    }
+                    if self.state.live.contains(seq) {
+                        let size = data.len() as u64;
+                        let item = StoredItem {
+                            seq,
+                            added_ms,
+                            expires_ms,
+                            data,
+                        };
+                        if !batch.items.is_empty() && bytes + size > budget {
+                            // Over budget: keep it for next time.
+                            cursor.held = Some(item);
+                            break;
+                        }
+                        bytes += size;
+                        batch.items.push(item);
+                    }
+                    match self.state.live.next_at_or_after(seq + 1) {
+                        Some(next) => want = next,
+                        None => break,
+                    }
+                }
+                Next::Record { .. } => {}
+                Next::Skipped(d) => tracing::warn!(
+                    dir = %self.dir.display(),
+                    segment = cursor.reader.id,
+                    offset = d.offset,
+                    bytes = d.len,
+                    "damaged journal records skipped; DATA MAY HAVE BEEN LOST"
+                ),
+                Next::End { damage, .. } => {
+                    let id = cursor.reader.id;
+                    if id >= self.active {
+                        // The rest may still be waiting to be written.
+                        if !wrote_pending {
+                            wrote_pending = true;
+                            self.io.write_now();
+                            cursor.reader.refresh_len()?;
+                            continue;
+                        }
+                        batch.lost += self.state.lose(want, u64::MAX);
+                        break;
+                    }
+                    if let Some(d) = damage {
+                        tracing::warn!(
+                            dir = %self.dir.display(),
+                            segment = id,
+                            offset = d.offset,
+                            bytes = d.len,
+                            "damaged journal segment tail skipped; DATA MAY HAVE BEEN LOST"
+                        );
+                    }
+                    match self
+                        .state
+                        .segments
+                        .range(id + 1..)
+                        .next()
+                        .map(|(&next, _)| next)
+                    {
+                        Some(next) => {
+                            self.cursor = Some(Cursor {
+                                reader: self.open_reader(next)?,
+                                after: 0,
+                                held: None,
+                            })
+                        }
+                        None => {
+                            batch.lost += self.state.lose(want, u64::MAX);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if batch.lost > 0 {
+            tracing::warn!(dir = %self.dir.display(), items = batch.lost, "queued items lost to journal damage");
+        }
+        Ok(batch)
+    }
+
+    fn open_reader(&self, id: u64) -> std::io::Result<Reader> {
+        if id >= self.active {
+            // Its records may still be pending.
+            self.io.write_now();
+        }
+        match Reader::open(&self.dir, id, 0) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && id >= self.active => {
+                // Nothing was ever written to it: an empty reader.
+                fs::File::create(segment::path(&self.dir, id))?;
+                Reader::open(&self.dir, id, 0)
+            }
+            other => other,
+        }
+    }
+
+    /// A checkpoint to write, if one is due (or `force`d).
+    pub fn checkpoint_job(&mut self, force: bool) -> Option<CheckpointJob> {
+        let due = self.since_checkpoint >= CHECKPOINT_BYTES
+            || (self.since_checkpoint > 0 && self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL);
+        if !(due || force) {
+            return None;
+        }
+        let generation = self.marks.first().map_or(0, |m| m.generation) + 1;
+        let offset = self.state.segments.get(&self.active).map_or(0, |s| s.size);
+        let replay_from = Position {
+            segment: self.active,
+            offset,
+        };
+        let checkpoint = self.state.to_checkpoint(generation, replay_from);
+        self.since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+        Some(CheckpointJob {
+            dir: self.dir.clone(),
+            io: self.io.clone(),
+            checkpoint,
+        })
+    }
+
+    /// Records that `job` is durable: replay may now start from it.
+    pub fn checkpoint_done(&mut self, job: &CheckpointJob) {
+        let mark = Mark {
+            generation: job.checkpoint.generation,
+            replay_from: job.checkpoint.replay_from,
+        };
+        self.marks.insert(0, mark);
+        self.marks.truncate(2);
+    }
+
+    fn checkpoint_now(&mut self) -> std::io::Result<()> {
+        let job = self.checkpoint_job(true).expect("forced");
+        job.run()?;
+        self.checkpoint_done(&job);
+        Ok(())
+    }
+
+    /// The next segment worth reclaiming, if any. Only segments that both
+    /// checkpoints have moved past qualify, so recovery from either stays
+    /// correct.
+    pub fn reclaim_job(&self) -> Option<ReclaimJob> {
+        let floor = self.marks.iter().map(|m| m.replay_from.segment).min()?;
+        if self.marks.len() < 2 {
+            return None;
+        }
+        for (&id, info) in self.state.segments.range(..floor) {
+            if id >= self.active {
+                break;
+            }
+            let live = info
+                .adds
+                .is_some_and(|(first, last)| self.state.live.intersects(first, last + 1));
+            if !live {
+                return Some(ReclaimJob::Delete {
+                    path: segment::path(&self.dir, id),
+                    id,
+                });
+            }
+            if info.live_bytes * 2 < info.size {
+                return Some(ReclaimJob::Rewrite {
+                    dir: self.dir.clone(),
+                    id,
+                    live: self.state.live.clone(),
+                });
+            }
+        }
+        None
+    }
+
+    /// Records what a reclamation did.
+    pub fn reclaim_done(&mut self, done: Reclaimed) {
+        if done.kept.is_none() && self.cursor.as_ref().is_some_and(|c| c.reader.id == done.id) {
+            self.cursor = None;
+        }
+        self.state.segment_rewritten(done.id, done.kept);
+    }
+
+    /// Writes and fsyncs everything, and checkpoints (clean shutdown).
+    pub fn close(&mut self) -> std::io::Result<()> {
+        self.checkpoint_now()
+    }
+
+    /// Removes the journal's files (the queue was deleted).
+    pub fn destroy(self) -> std::io::Result<()> {
+        self.io.close();
+        fs::remove_dir_all(&self.dir)
+    }
+}
+
+#[cfg(test)]
+mod tests;
