@@ -1,5 +1,6 @@
-//! The `kestrel` binary: parses the command line, sets up logging and runs
-//! the server until SIGINT or SIGTERM.
+//! The `kestrel` binary: reads the configuration, sets up logging and runs
+//! the server until SIGINT or SIGTERM (or a client's `shutdown`). SIGHUP
+//! reloads the queue settings from the configuration file.
 
 use std::io::IsTerminal;
 use std::net::IpAddr;
@@ -7,15 +8,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use kestrel::config::ServerConfig;
+use kestrel::config;
 use kestrel::server::Server;
+use kestrel::service::QueueService;
+use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 /// A durable message-queue server speaking Kestrel's Thrift, memcache and text protocols.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Configuration file (TOML).
+    /// Configuration file (TOML); see config/kestrel.toml. Without one, the
+    /// embedded defaults serve.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Directory for journals and server state.
@@ -24,44 +28,60 @@ struct Args {
     /// Address to listen on.
     #[arg(long, value_name = "ADDR")]
     listen: Option<IpAddr>,
-    /// Thrift port (0 picks a free one).
-    #[arg(long, value_name = "N")]
-    thrift_port: Option<u16>,
-    /// Memcache port (0 picks a free one).
-    #[arg(long, value_name = "N")]
-    memcache_port: Option<u16>,
-    /// Text-protocol port (0 picks a free one).
-    #[arg(long, value_name = "N")]
-    text_port: Option<u16>,
+    /// Thrift port (0 picks a free one, "off" disables it).
+    #[arg(long, value_name = "N", value_parser = port)]
+    thrift_port: Option<Port>,
+    /// Memcache port (0 picks a free one, "off" disables it).
+    #[arg(long, value_name = "N", value_parser = port)]
+    memcache_port: Option<Port>,
+    /// Text-protocol port (0 picks a free one, "off" disables it).
+    #[arg(long, value_name = "N", value_parser = port)]
+    text_port: Option<Port>,
 }
 
-fn config(args: Args) -> ServerConfig {
-    let mut config = ServerConfig::default();
-    if let Some(path) = args.config {
-        tracing::warn!(file = %path.display(), "configuration files are not supported yet; using defaults");
+/// A port, or `None` for "off".
+#[derive(Debug, Clone, Copy)]
+struct Port(Option<u16>);
+
+fn port(text: &str) -> Result<Port, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(Port(None));
     }
+    text.parse()
+        .map(|p| Port(Some(p)))
+        .map_err(|_| format!("{text:?} is not a port number (or off)"))
+}
+
+fn settings(args: Args) -> Result<config::ServerConfig, config::ConfigError> {
+    let mut c = config::load(args.config.as_deref(), None)?;
+    c.config_file = args.config;
     if let Some(dir) = args.data_dir {
-        config.data_dir = dir;
+        c.data_dir = dir;
     }
     if let Some(listen) = args.listen {
-        config.listen = listen;
+        c.listen = listen;
     }
-    config.thrift_port = args.thrift_port.or(config.thrift_port);
-    config.memcache_port = args.memcache_port.or(config.memcache_port);
-    config.text_port = args.text_port.or(config.text_port);
-    config
+    for (flag, port) in [
+        (args.thrift_port, &mut c.thrift_port),
+        (args.memcache_port, &mut c.memcache_port),
+        (args.text_port, &mut c.text_port),
+    ] {
+        if let Some(Port(p)) = flag {
+            *port = p;
+        }
+    }
+    Ok(c)
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.
 async fn termination() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+    match signal(SignalKind::terminate()) {
         Ok(mut term) => tokio::select! {
-            _ = ctrl_c => {}
+            _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         },
         Err(_) => {
-            let _ = ctrl_c.await;
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }
@@ -76,7 +96,13 @@ async fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
 
-    let config = config(Args::parse());
+    let config = match settings(Args::parse()) {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!("bad configuration: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let shutdown = CancellationToken::new();
     let server = match Server::bind(config, shutdown.clone()).await {
         Ok(server) => server,
@@ -90,6 +116,16 @@ async fn main() -> ExitCode {
         tracing::info!("signal received");
         shutdown.cancel();
     });
+    let service = server.service();
+    if let Ok(mut hangups) = signal(SignalKind::hangup()) {
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                if let Err(e) = service.reload() {
+                    tracing::error!("reload refused, running configuration kept: {e}");
+                }
+            }
+        });
+    }
     match server.run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

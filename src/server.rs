@@ -51,6 +51,11 @@ impl Server {
         })
     }
 
+    /// The service, for signal handlers.
+    pub fn service(&self) -> Arc<Kestrel> {
+        self.service.clone()
+    }
+
     /// Where each protocol listens, if enabled.
     pub fn addrs(&self) -> [(&'static str, Option<SocketAddr>); 3] {
         let addr = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());

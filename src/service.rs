@@ -104,6 +104,8 @@ pub enum ServiceError {
     NotEnoughOpen { wanted: usize, open: usize },
     #[error("{0}")]
     Storage(String),
+    #[error("{0}")]
+    Config(String),
 }
 
 impl From<QueueError> for ServiceError {
@@ -321,6 +323,8 @@ pub struct Kestrel {
     stats: Stats,
     max_open_transactions: usize,
     shutdown: CancellationToken,
+    /// Where queue settings are re-read from on reload.
+    config_file: Option<std::path::PathBuf>,
 }
 
 impl Kestrel {
@@ -329,13 +333,14 @@ impl Kestrel {
         Ok(Kestrel {
             queues: Arc::new(QueueCollection::open(
                 &config.data_dir,
-                config.queue.clone(),
+                config.queues.clone(),
             )?),
             auto_abort: Arc::new(AutoAbort::default()),
             status: AtomicU8::new(ServerStatus::Up as u8),
             stats: Stats::default(),
             max_open_transactions: config.max_open_transactions.max(1),
             shutdown,
+            config_file: config.config_file.clone(),
         })
     }
 
@@ -683,8 +688,9 @@ impl QueueService for Kestrel {
     }
 
     fn reload(&self) -> Result<(), ServiceError> {
-        // Queue settings come only from the embedded defaults so far: they
-        // are already in force.
+        let fresh = crate::config::load(self.config_file.as_deref(), None)
+            .map_err(|e| ServiceError::Config(e.0))?;
+        self.queues.reconfigure(fresh.queues);
         tracing::info!("configuration reloaded");
         Ok(())
     }

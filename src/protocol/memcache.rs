@@ -384,7 +384,9 @@ fn error_reply(e: &ServiceError) -> String {
         ServiceError::OpenReadPending
         | ServiceError::TooManyOpenReads { .. }
         | ServiceError::NotEnoughOpen { .. } => "ERROR".into(),
-        ServiceError::Unavailable { .. } | ServiceError::Storage(_) => format!("SERVER_ERROR {e}"),
+        ServiceError::Unavailable { .. } | ServiceError::Storage(_) | ServiceError::Config(_) => {
+            format!("SERVER_ERROR {e}")
+        }
     }
 }
 
@@ -568,7 +570,7 @@ async fn execute<S: QueueService>(
         },
         Request::Reload => match service.reload() {
             Ok(()) => "Reloaded config.".into(),
-            Err(e) => format!("SERVER_ERROR {e}"),
+            Err(e) => error_reply(&e),
         },
         Request::Shutdown => {
             tracing::info!(peer = %conn.peer, "shutdown requested over memcache");

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use super::fifo::{PutOutcome, Queue, XidSource};
 use super::item::now_ms;
 use super::name::{self, NameError};
-use crate::config::QueueConfig;
+use crate::config::{QueueConfig, QueuesConfig};
 use crate::journal::{Ack, Journal};
 
 /// Queue lifecycle counters since start.
@@ -50,7 +50,7 @@ pub struct QueueCollection {
     /// operator repairs them, never overwritten.
     broken: RwLock<HashMap<Arc<str>, String>>,
     xids: Arc<XidSource>,
-    config: Arc<QueueConfig>,
+    config: RwLock<Arc<QueuesConfig>>,
     creates: AtomicU64,
     deletes: AtomicU64,
     expires: AtomicU64,
@@ -89,7 +89,7 @@ impl QueueCollection {
     /// Opens the queues journaled under `data_dir`, recovering each; a queue
     /// whose journal cannot be opened is logged and refused, and does not stop
     /// the others.
-    pub fn open(data_dir: &Path, config: QueueConfig) -> io::Result<Self> {
+    pub fn open(data_dir: &Path, config: QueuesConfig) -> io::Result<Self> {
         let dir = data_dir.join("queues");
         fs::create_dir_all(&dir).map_err(|e| {
             io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))
@@ -99,7 +99,7 @@ impl QueueCollection {
             queues: RwLock::new(HashMap::new()),
             broken: RwLock::new(HashMap::new()),
             xids: Arc::new(XidSource::new()),
-            config: Arc::new(config),
+            config: RwLock::new(Arc::new(config)),
             creates: AtomicU64::new(0),
             deletes: AtomicU64::new(0),
             expires: AtomicU64::new(0),
@@ -130,7 +130,8 @@ impl QueueCollection {
                 continue;
             }
             let name: Arc<str> = Arc::from(name.as_str());
-            let Some(journal_config) = self.config.journal() else {
+            let config = self.queue_config(&name);
+            let Some(journal_config) = config.journal() else {
                 tracing::info!(queue = %name, "queue is memory-only now: removing its journal");
                 fs::remove_dir_all(&path)?;
                 continue;
@@ -144,7 +145,7 @@ impl QueueCollection {
                     items += recovery.items;
                     let queue = Queue::new(
                         name.clone(),
-                        self.config.clone(),
+                        config,
                         self.xids.clone(),
                         Some(journal),
                         Some(recovery),
@@ -159,6 +160,25 @@ impl QueueCollection {
         }
         tracing::info!(queues, items, elapsed = ?started.elapsed(), "journals recovered");
         Ok(())
+    }
+
+    /// The resolved settings of `queue`.
+    pub fn queue_config(&self, queue: &str) -> Arc<QueueConfig> {
+        Arc::new(lock_err(self.config.read()).for_queue(queue))
+    }
+
+    /// The queue policies in force.
+    pub fn config(&self) -> Arc<QueuesConfig> {
+        lock_err(self.config.read()).clone()
+    }
+
+    /// Applies new queue policies to every queue, live. (Journal placement
+    /// and durability settings of an existing queue apply from its next start.)
+    pub fn reconfigure(&self, config: QueuesConfig) {
+        *lock_err(self.config.write()) = Arc::new(config);
+        for q in self.all() {
+            q.set_config(self.queue_config(q.name()));
+        }
     }
 
     /// The queue called `name`, if it exists.
@@ -182,7 +202,8 @@ impl QueueCollection {
         if let Some(q) = queues.get(queue) {
             return Ok(q.clone());
         }
-        let journal = match self.config.journal() {
+        let config = self.queue_config(queue);
+        let journal = match config.journal() {
             Some(journal_config) => {
                 Some(self.create_journal(queue, journal_config).map_err(|e| {
                     tracing::error!(queue, error = %e, "cannot create the queue's journal");
@@ -197,7 +218,7 @@ impl QueueCollection {
         let name: Arc<str> = Arc::from(queue);
         let q = Arc::new(Queue::new(
             name.clone(),
-            self.config.clone(),
+            config,
             self.xids.clone(),
             journal,
             None,

@@ -65,7 +65,18 @@ impl Server {
 
     /// Starts a server on an existing data directory (kept when it stops).
     pub fn start_in(data_dir: &Path, args: &[&str]) -> Server {
-        let mut child = Command::new(binary())
+        Server::start_with_env(data_dir, args, &[])
+    }
+
+    /// Starts a server on `data_dir` with `env` as its only `KESTREL_*`
+    /// variables (the server reads those as settings).
+    pub fn start_with_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut command = Command::new(binary());
+        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("KESTREL_")) {
+            command.env_remove(key);
+        }
+        command.envs(env.iter().copied());
+        let mut child = command
             .args([
                 "--listen",
                 "127.0.0.1",
@@ -81,7 +92,7 @@ impl Server {
             .args(args)
             .env(
                 "RUST_LOG",
-                std::env::var("KESTREL_TEST_LOG").unwrap_or_else(|_| "info".into()),
+                std::env::var("TEST_SERVER_LOG").unwrap_or_else(|_| "info".into()),
             )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -94,7 +105,7 @@ impl Server {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if std::env::var_os("KESTREL_TEST_ECHO").is_some() {
+                if std::env::var_os("TEST_SERVER_ECHO").is_some() {
                     eprintln!("[kestrel] {line}");
                 }
                 sink.lock().unwrap().push(line.clone());

@@ -33,7 +33,7 @@ class Server:
             [BINARY, "--listen", "127.0.0.1", "--thrift-port", "0", "--memcache-port", "0",
              "--text-port", "0", "--data-dir", str(self.data_dir), *extra],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            env={**os.environ, "RUST_LOG": "info"}, text=True,
+            env=self.environment(), text=True,
         )
         self.log = []
         self._lines = queue.Queue()
@@ -53,6 +53,14 @@ class Server:
                 self.addrs[m.group(1)] = (host, int(port))
             if "ready to serve" in line:
                 break
+
+    @staticmethod
+    def environment(**settings):
+        """The server reads KESTREL_* variables as settings: pass only these."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KESTREL_")}
+        env["RUST_LOG"] = "info"
+        env.update(settings)
+        return env
 
     def _pump(self):
         for line in self.proc.stderr:
