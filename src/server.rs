@@ -162,10 +162,12 @@ async fn journal_sync(queues: Arc<QueueCollection>, shutdown: CancellationToken)
 async fn journal_maintenance(queues: Arc<QueueCollection>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(MAINTENANCE_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let wanted = queues.maintenance_wanted();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
+            _ = wanted.notified() => {}
         }
         let queues = queues.clone();
         let _ = tokio::task::spawn_blocking(move || {

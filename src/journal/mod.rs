@@ -41,9 +41,13 @@ use checkpoint::{Checkpoint, Position};
 use segment::{Next, Reader};
 use state::LogState;
 
-/// A checkpoint is due after this much log...
-const CHECKPOINT_BYTES: u64 = 16 * 1024 * 1024;
-/// ...or this long after the last one, if anything was appended.
+/// A checkpoint is due after this many segments' worth of log (so replay at
+/// restart reads at most about that much, and reclamation trails the head by
+/// about twice that)...
+const CHECKPOINT_SEGMENTS: u64 = 2;
+/// ...or this long after the last one, if anything was appended since, or if
+/// the older checkpoint still lags the newer (so that, once a queue goes quiet,
+/// both checkpoints catch up and every consumed segment can go).
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(2);
 /// Recovery logs its progress every this many bytes replayed.
 const PROGRESS_EVERY: u64 = 64 * 1024 * 1024;
@@ -131,6 +135,8 @@ pub struct Journal {
     cursor: Option<Cursor>,
     /// Number of write failures seen, to move to a fresh segment after one.
     failures_seen: u64,
+    /// Wakes the maintenance task; taken once per checkpoint.
+    waker: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// A checkpoint to write, built under the queue's lock and written outside it.
@@ -245,7 +251,14 @@ impl Journal {
             last_checkpoint: Instant::now(),
             cursor: None,
             failures_seen: 0,
+            waker: None,
         }
+    }
+
+    /// Gives the journal a way to ask for maintenance as soon as a checkpoint
+    /// is due by size, rather than at the next periodic pass.
+    pub fn set_waker(&mut self, waker: Arc<tokio::sync::Notify>) {
+        self.waker = Some(waker);
     }
 
     /// Opens the journal in `dir`: loads the newest valid checkpoint, replays
@@ -392,6 +405,11 @@ impl Journal {
         let (len, lsn) = self.io.push(self.active, &record);
         self.state.apply(&record, self.active, len);
         self.since_checkpoint += len;
+        if self.since_checkpoint >= CHECKPOINT_SEGMENTS * self.config.segment_size {
+            if let Some(waker) = &self.waker {
+                waker.notify_one();
+            }
+        }
         Ack {
             io: self.io.clone(),
             lsn,
@@ -565,8 +583,11 @@ impl Journal {
 
     /// A checkpoint to write, if one is due (or `force`d).
     pub fn checkpoint_job(&mut self, force: bool) -> Option<CheckpointJob> {
-        let due = self.since_checkpoint >= CHECKPOINT_BYTES
-            || (self.since_checkpoint > 0 && self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL);
+        let lagging =
+            self.marks.len() == 2 && self.marks[0].replay_from != self.marks[1].replay_from;
+        let due = self.since_checkpoint >= CHECKPOINT_SEGMENTS * self.config.segment_size
+            || ((self.since_checkpoint > 0 || lagging)
+                && self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL);
         if !(due || force) {
             return None;
         }
@@ -592,6 +613,13 @@ impl Journal {
             generation: job.checkpoint.generation,
             replay_from: job.checkpoint.replay_from,
         };
+        tracing::debug!(
+            dir = %self.dir.display(),
+            generation = mark.generation,
+            segment = mark.replay_from.segment,
+            offset = mark.replay_from.offset,
+            "journal checkpoint written"
+        );
         self.marks.insert(0, mark);
         self.marks.truncate(2);
     }
@@ -637,6 +665,14 @@ impl Journal {
 
     /// Records what a reclamation did.
     pub fn reclaim_done(&mut self, done: Reclaimed) {
+        match done.kept {
+            Some((size, _)) => {
+                tracing::debug!(dir = %self.dir.display(), segment = done.id, size, "journal segment rewritten")
+            }
+            None => {
+                tracing::debug!(dir = %self.dir.display(), segment = done.id, "journal segment deleted")
+            }
+        }
         if done.kept.is_none() && self.cursor.as_ref().is_some_and(|c| c.reader.id == done.id) {
             self.cursor = None;
         }

@@ -54,6 +54,8 @@ pub struct QueueCollection {
     creates: AtomicU64,
     deletes: AtomicU64,
     expires: AtomicU64,
+    /// Journals ring this when they want maintenance now.
+    maintenance: Arc<tokio::sync::Notify>,
 }
 
 /// The directory name for `queue`'s journal.
@@ -103,6 +105,7 @@ impl QueueCollection {
             creates: AtomicU64::new(0),
             deletes: AtomicU64::new(0),
             expires: AtomicU64::new(0),
+            maintenance: Arc::new(tokio::sync::Notify::new()),
         };
         collection.recover_all()?;
         Ok(collection)
@@ -137,7 +140,8 @@ impl QueueCollection {
                 continue;
             };
             match Journal::recover(&path, journal_config, &name) {
-                Ok((journal, recovery)) => {
+                Ok((mut journal, recovery)) => {
+                    journal.set_waker(self.maintenance.clone());
                     if recovery.rolled_back > 0 {
                         tracing::info!(queue = %name, items = recovery.rolled_back, "open transactions rolled back");
                     }
@@ -160,6 +164,11 @@ impl QueueCollection {
         }
         tracing::info!(queues, items, elapsed = ?started.elapsed(), "journals recovered");
         Ok(())
+    }
+
+    /// Rung when a journal wants maintenance before the next periodic pass.
+    pub fn maintenance_wanted(&self) -> Arc<tokio::sync::Notify> {
+        self.maintenance.clone()
     }
 
     /// The resolved settings of `queue`.
@@ -259,7 +268,9 @@ impl QueueCollection {
                 fs::rename(&tmp, dir.join("NAME"))?;
             }
         }
-        Journal::create(&dir, config, now_ms())
+        let mut journal = Journal::create(&dir, config, now_ms())?;
+        journal.set_waker(self.maintenance.clone());
+        Ok(journal)
     }
 
     /// Appends items to `queue`, creating it if needed.
