@@ -564,3 +564,38 @@ fn a_deep_queue_comes_back_with_its_counts_and_order() {
     assert_eq!(next, n);
     eprintln!("deep queue: {n} items, restart to ready in {ready:?}");
 }
+
+#[test]
+fn a_full_disk_refuses_the_put_and_keeps_what_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_in(dir.path(), &[]);
+    fill(&server, "full", 3);
+    server.stop();
+    // The next segment the journal writes to is /dev/full: every write fails
+    // with ENOSPC, as on a full disk.
+    let qdir = queue_dir(dir.path(), "full");
+    let last = segments(&qdir).pop().unwrap();
+    let stem = last.file_stem().unwrap().to_str().unwrap();
+    let next = u64::from_str_radix(stem, 16).unwrap() + 1;
+    std::os::unix::fs::symlink("/dev/full", qdir.join(format!("{next:016x}.log"))).unwrap();
+
+    let server = Server::start_in(dir.path(), &[]);
+    let mut c = Raw::connect(server.memcache.unwrap());
+    c.send("set full 0 0 4\r\nlost\r\n");
+    let reply = c.line();
+    assert!(
+        reply.starts_with("SERVER_ERROR journal write failed"),
+        "{reply}"
+    );
+    server.wait_for_log("journal write failed", Duration::from_secs(10));
+    // Reads keep working, and the refused item is not delivered.
+    assert_eq!(queue_stat(&mut c, "full", "items"), 3);
+    let mut reader = Conn::open(server.memcache.unwrap()).unwrap();
+    assert_eq!(reader.get("full").unwrap().as_deref(), Some("full-00000"));
+    // Once writes succeed again (the journal moves to a fresh segment), puts do.
+    c.send("set full 0 0 4\r\nnext\r\n");
+    assert_eq!(c.line(), "STORED");
+    server.stop();
+    let server = Server::start_in(dir.path(), &[]);
+    assert_eq!(drain(&server, "full"), ["full-00001", "full-00002", "next"]);
+}

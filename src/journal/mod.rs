@@ -371,8 +371,10 @@ impl Journal {
             .copied()
             .unwrap_or(replay_from.segment)
             .max(replay_from.segment);
-        if let Ok(f) = fs::File::open(segment::path(dir, active)) {
-            f.sync_all()?;
+        // The checkpoint written below relies on what was replayed: make it
+        // durable (a failure here shows again on the next write).
+        if let Err(e) = fs::File::open(segment::path(dir, active)).and_then(|f| f.sync_all()) {
+            tracing::warn!(queue = name, segment = active, error = %e, "cannot fsync the journal's last segment");
         }
         let rolled_back = state.open.len() as u64;
         state.open.clear();

@@ -28,6 +28,9 @@ use super::item::{Item, now_ms};
 use crate::config::QueueConfig;
 use crate::journal::{Ack, Journal, JournalIo, Record, Recovery};
 
+/// Most item bytes read back from the journal at a time.
+const REFILL_CHUNK: u64 = 1024 * 1024;
+
 /// How a read takes items from the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadKind {
@@ -192,7 +195,8 @@ impl Store {
         self.ready.len() as u64 + self.disk.count
     }
 
-    /// Reads items back from disk when memory runs low.
+    /// Reads items back from disk when memory runs low: a chunk at a time,
+    /// so a read never stalls on loading the whole memory budget at once.
     fn refill(&mut self) {
         let plenty = self.mem_bytes * 2 >= self.config.max_memory_size && !self.ready.is_empty();
         if self.disk.count == 0 || plenty {
@@ -201,7 +205,11 @@ impl Store {
         let Some(journal) = &mut self.journal else {
             return;
         };
-        let budget = self.config.max_memory_size.saturating_sub(self.mem_bytes);
+        let budget = self
+            .config
+            .max_memory_size
+            .saturating_sub(self.mem_bytes)
+            .min(REFILL_CHUNK);
         let batch = match journal.read_items(self.disk.from, budget) {
             Ok(batch) => batch,
             Err(e) => {

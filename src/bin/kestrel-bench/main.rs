@@ -151,6 +151,14 @@ enum Scenario {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Waits for the target to accept connections, then times the first get
+    /// that returns an item (for restart measurements: start it together
+    /// with the server).
+    FirstGet {
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
     /// Puts, then gets, of `batch` items per call.
     Batch {
         #[arg(long, default_value_t = 4)]
@@ -260,6 +268,9 @@ fn run(t: &Target, scenario: &Scenario) -> std::io::Result<Vec<Row>> {
             size,
             batch,
         } => scenario::batch(t, clients, items, size, batch)?,
+        Scenario::FirstGet { timeout } => {
+            vec![scenario::first_get(t, Duration::from_secs(timeout))?]
+        }
     })
 }
 

@@ -500,3 +500,34 @@ pub fn batch(
     }
     Ok(vec![put, get])
 }
+
+/// `first-get`: how long until the target serves an item, counted from the
+/// start of this process (start it alongside the server).
+pub fn first_get(t: &Target, timeout: Duration) -> io::Result<Row> {
+    let start = Instant::now();
+    let mut latency = histogram();
+    let mut client = loop {
+        match t.connect() {
+            Ok(c) => break c,
+            Err(_) if start.elapsed() < timeout => std::thread::sleep(Duration::from_millis(1)),
+            Err(e) => return Err(e),
+        }
+    };
+    let connected = start.elapsed();
+    loop {
+        let got = timed(&mut latency, || {
+            client.take(&t.queue, 1, Duration::from_millis(100))
+        })?;
+        if !got.is_empty() {
+            break;
+        }
+        if start.elapsed() > timeout {
+            return Err(io::Error::other("no item served before the timeout"));
+        }
+    }
+    let mut row = Row::new("first-get", 1, 1, start.elapsed(), &latency);
+    row.target = t.label.clone();
+    row.protocol = format!("{:?}", t.protocol).to_lowercase();
+    row.note = format!("connected after {:.3} s", connected.as_secs_f64());
+    Ok(row)
+}
