@@ -12,3 +12,4 @@ pub mod queue;
 pub mod server;
 pub mod service;
 pub mod stats;
+pub mod status;

@@ -78,6 +78,9 @@ impl Server {
         background.spawn(async move { auto_abort.run(token).await });
         background.spawn(journal_sync(self.service.queues(), shutdown.clone()));
         background.spawn(journal_maintenance(self.service.queues(), shutdown.clone()));
+        if let Some(every) = self.config.expiration_timer_frequency {
+            background.spawn(expiry_sweep(self.service.queues(), every, shutdown.clone()));
+        }
 
         let listeners: [(_, _, Serve<_>); 3] = [
             (self.thrift, "thrift", |s, t, p, c, x| {
@@ -155,6 +158,18 @@ async fn journal_sync(queues: Arc<QueueCollection>, shutdown: CancellationToken)
         }
         let ios: Vec<_> = queues.all().iter().filter_map(|q| q.journal_io()).collect();
         let _ = tokio::task::spawn_blocking(move || ios.iter().for_each(|io| io.tick())).await;
+    }
+}
+
+/// Background task: expires items and deletes queues past `max_queue_age`.
+async fn expiry_sweep(queues: Arc<QueueCollection>, every: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => queues.sweep().await,
+        }
     }
 }
 

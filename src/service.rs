@@ -11,7 +11,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,6 +24,7 @@ use crate::queue::{
     AutoAbort, NameError, Queue, QueueCollection, QueueError, QueueSnapshot, ReadKind, now_ms,
 };
 use crate::stats::{self, Stats};
+use crate::status::{ChangePending, StatusKeeper};
 
 /// The version every protocol reports.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -32,57 +32,22 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Longest a read may wait; longer timeouts are cut to this.
 pub const MAX_WAIT: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// What the server lets clients do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServerStatus {
-    /// Everything allowed.
-    Up,
-    /// Writes (put, flush, delete) refused.
-    ReadOnly,
-    /// Reads and writes refused; confirm and abort of open items still work.
-    Quiescent,
-}
-
-impl ServerStatus {
-    fn allows(self, op: Op) -> bool {
-        match self {
-            ServerStatus::Up => true,
-            ServerStatus::ReadOnly => op == Op::Read,
-            ServerStatus::Quiescent => false,
-        }
-    }
-
-    /// The status word memcache and text report (`UP`, `READONLY`, `QUIESCENT`).
-    pub fn word(self) -> &'static str {
-        match self {
-            ServerStatus::Up => "UP",
-            ServerStatus::ReadOnly => "READONLY",
-            ServerStatus::Quiescent => "QUIESCENT",
-        }
-    }
-
-    /// Parses a status name, case-insensitively (`up`, `readonly`, `quiescent`).
-    pub fn parse(name: &str) -> Option<ServerStatus> {
-        [
-            ServerStatus::Up,
-            ServerStatus::ReadOnly,
-            ServerStatus::Quiescent,
-        ]
-        .into_iter()
-        .find(|s| s.word().eq_ignore_ascii_case(name))
-    }
-}
-
-impl std::fmt::Display for ServerStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.word())
-    }
-}
+pub use crate::status::ServerStatus;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
     Read,
     Write,
+}
+
+impl Op {
+    fn allowed(self, status: ServerStatus) -> bool {
+        match status {
+            ServerStatus::Up => true,
+            ServerStatus::ReadOnly => self == Op::Read,
+            ServerStatus::Quiescent => false,
+        }
+    }
 }
 
 /// Why the service refused a call. Each adapter maps these to its wire
@@ -106,6 +71,8 @@ pub enum ServiceError {
     Storage(String),
     #[error("{0}")]
     Config(String),
+    #[error(transparent)]
+    StatusChange(#[from] ChangePending),
 }
 
 impl From<QueueError> for ServiceError {
@@ -319,7 +286,7 @@ pub trait QueueService: Send + Sync + 'static {
 pub struct Kestrel {
     queues: Arc<QueueCollection>,
     auto_abort: Arc<AutoAbort>,
-    status: AtomicU8,
+    status: StatusKeeper,
     stats: Stats,
     max_open_transactions: usize,
     shutdown: CancellationToken,
@@ -336,7 +303,11 @@ impl Kestrel {
                 config.queues.clone(),
             )?),
             auto_abort: Arc::new(AutoAbort::default()),
-            status: AtomicU8::new(ServerStatus::Up as u8),
+            status: StatusKeeper::load(
+                config.status_path(),
+                config.default_status,
+                config.status_change_grace_period,
+            ),
             stats: Stats::default(),
             max_open_transactions: config.max_open_transactions.max(1),
             shutdown,
@@ -356,7 +327,7 @@ impl Kestrel {
 
     fn check(&self, op: Op, action: &'static str) -> Result<(), ServiceError> {
         let status = self.status();
-        if status.allows(op) {
+        if op.allowed(status) {
             Ok(())
         } else {
             Err(ServiceError::Unavailable { status, action })
@@ -491,19 +462,27 @@ impl QueueService for Kestrel {
     ) -> Result<usize, ServiceError> {
         self.check(Op::Write, "put")?;
         stats::add(&self.stats.cmd_set, items.len() as u64);
-        let (q, outcome, ack) = self.queues.put(queue, &items, expiry.deadline_ms())?;
-        if let Err(e) = durable(ack).await {
-            // Not on disk: take the items back (those no reader has taken yet)
-            // so a refused put does not deliver them.
-            let revoked = q.revoke(outcome.first_seq, outcome.accepted);
-            tracing::error!(queue, items = outcome.accepted, revoked, error = %e, "put refused: journal write failed");
+        let delivery = self.queues.put(queue, &items, expiry.deadline_ms())?;
+        let mut failure = None;
+        for placed in delivery.placed {
+            let (q, outcome) = (placed.queue, placed.outcome);
+            if let Err(e) = durable(placed.ack).await {
+                // Not on disk: take the items back (those no reader has taken
+                // yet) so a refused put does not deliver them.
+                let revoked = q.revoke(outcome.first_seq, outcome.accepted);
+                tracing::error!(queue = %q.name(), items = outcome.accepted, revoked, error = %e, "put refused: journal write failed");
+                if placed.primary {
+                    failure = Some(e);
+                }
+            } else if let Some(why) = outcome.refused {
+                tracing::debug!(queue = %q.name(), accepted = outcome.accepted, ?why, "put refused");
+            }
+        }
+        if let Some(e) = failure {
             return Err(e);
         }
-        stats::add(&self.stats.total_items, outcome.accepted as u64);
-        if let Some(why) = outcome.refused {
-            tracing::debug!(queue, accepted = outcome.accepted, ?why, "put refused");
-        }
-        Ok(outcome.accepted)
+        stats::add(&self.stats.total_items, delivery.accepted as u64);
+        Ok(delivery.accepted)
     }
 
     async fn get(
@@ -513,6 +492,10 @@ impl QueueService for Kestrel {
         request: GetRequest,
     ) -> Result<Vec<Delivered>, ServiceError> {
         self.check(Op::Read, "get")?;
+        if self.queues.is_alias(queue) {
+            // Aliases only route puts; there is nothing to read from one.
+            return Ok(Vec::new());
+        }
         let q = self.queues.get_or_create(queue)?;
         let mut max = request.max_items;
         let kind = match request.read {
@@ -592,12 +575,18 @@ impl QueueService for Kestrel {
     fn peek(&self, queue: &str) -> Result<QueueStats, ServiceError> {
         self.check(Op::Read, "peek")?;
         stats::add(&self.stats.cmd_peek, 1);
+        if self.queues.is_alias(queue) {
+            return Ok(QueueStats::default());
+        }
         Ok(self.queues.get_or_create(queue)?.snapshot())
     }
 
     async fn flush(&self, queue: &str) -> Result<(), ServiceError> {
         self.check(Op::Write, "flush")?;
         crate::queue::name::validate(queue)?;
+        if self.queues.is_alias(queue) {
+            return Ok(());
+        }
         match self.queues.get(queue) {
             Some(q) => durable(q.flush()).await,
             None => Ok(()),
@@ -623,9 +612,7 @@ impl QueueService for Kestrel {
         };
         let mut total = 0;
         for q in queues {
-            let (n, ack) = q.flush_expired();
-            settled(ack, "expiry").await;
-            total += n;
+            total += self.queues.expire(&q, u64::MAX).await;
         }
         Ok(total)
     }
@@ -633,25 +620,19 @@ impl QueueService for Kestrel {
     async fn delete(&self, queue: &str) -> Result<(), ServiceError> {
         self.check(Op::Write, "delete")?;
         crate::queue::name::validate(queue)?;
+        if self.queues.is_alias(queue) {
+            return Ok(());
+        }
         self.queues.delete(queue);
         Ok(())
     }
 
     fn status(&self) -> ServerStatus {
-        match self.status.load(Ordering::Acquire) {
-            s if s == ServerStatus::ReadOnly as u8 => ServerStatus::ReadOnly,
-            s if s == ServerStatus::Quiescent as u8 => ServerStatus::Quiescent,
-            _ => ServerStatus::Up,
-        }
+        self.status.current()
     }
 
     async fn set_status(&self, status: ServerStatus) -> Result<(), ServiceError> {
-        let old = self.status();
-        self.status.store(status as u8, Ordering::Release);
-        if old != status {
-            tracing::info!(from = %old, to = %status, "server status changed");
-        }
-        Ok(())
+        Ok(self.status.set(status)?)
     }
 
     fn stats(&self) -> ServerStats {
@@ -815,17 +796,5 @@ mod tests {
                 .unwrap(),
             1
         );
-    }
-
-    #[test]
-    fn status_words_round_trip() {
-        for s in [
-            ServerStatus::Up,
-            ServerStatus::ReadOnly,
-            ServerStatus::Quiescent,
-        ] {
-            assert_eq!(ServerStatus::parse(&s.word().to_lowercase()), Some(s));
-        }
-        assert_eq!(ServerStatus::parse("down"), None);
     }
 }

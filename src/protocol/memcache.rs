@@ -384,9 +384,10 @@ fn error_reply(e: &ServiceError) -> String {
         ServiceError::OpenReadPending
         | ServiceError::TooManyOpenReads { .. }
         | ServiceError::NotEnoughOpen { .. } => "ERROR".into(),
-        ServiceError::Unavailable { .. } | ServiceError::Storage(_) | ServiceError::Config(_) => {
-            format!("SERVER_ERROR {e}")
-        }
+        ServiceError::Unavailable { .. }
+        | ServiceError::Storage(_)
+        | ServiceError::Config(_)
+        | ServiceError::StatusChange(_) => format!("SERVER_ERROR {e}"),
     }
 }
 

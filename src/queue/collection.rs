@@ -6,7 +6,7 @@
 //! shortened with a hash when too long; a `NAME` file inside holds the real
 //! name.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::fs;
 use std::io;
@@ -32,6 +32,32 @@ pub struct Lifecycle {
     pub expires: u64,
 }
 
+/// One queue's share of a put.
+pub struct Placed {
+    pub queue: Arc<Queue>,
+    pub outcome: PutOutcome,
+    pub ack: Option<Ack>,
+    /// The queue the client named (or an alias's destination), as opposed to
+    /// a fanout copy whose failure the client does not hear about.
+    pub primary: bool,
+}
+
+/// Where a put's items went.
+pub struct Delivery {
+    /// How many items the client is told were accepted.
+    pub accepted: usize,
+    pub placed: Vec<Placed>,
+}
+
+/// Waits for an acknowledgement whose failure only needs logging.
+async fn wait_logged(ack: Option<Ack>, what: &str) {
+    if let Some(ack) = ack {
+        if let Err(e) = ack.wait().await {
+            tracing::warn!(error = %e, "{what} not journaled");
+        }
+    }
+}
+
 /// Why a queue could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -45,7 +71,8 @@ pub enum QueueError {
 pub struct QueueCollection {
     /// `<data_dir>/queues`, where journals live.
     dir: PathBuf,
-    queues: RwLock<HashMap<Arc<str>, Arc<Queue>>>,
+    /// By name; a fanout parent's children are the range `"p+".."p,"`.
+    queues: RwLock<BTreeMap<Arc<str>, Arc<Queue>>>,
     /// Queues whose journal exists but could not be opened: refused until an
     /// operator repairs them, never overwritten.
     broken: RwLock<HashMap<Arc<str>, String>>,
@@ -98,7 +125,7 @@ impl QueueCollection {
         })?;
         let collection = QueueCollection {
             dir,
-            queues: RwLock::new(HashMap::new()),
+            queues: RwLock::new(BTreeMap::new()),
             broken: RwLock::new(HashMap::new()),
             xids: Arc::new(XidSource::new()),
             config: RwLock::new(Arc::new(config)),
@@ -273,18 +300,152 @@ impl QueueCollection {
         Ok(journal)
     }
 
-    /// Appends items to `queue`, creating it if needed.
+    /// Puts `items` where `name` sends them: the queue itself (unless it is
+    /// `fanout_only`) and every fanout child `name+…`, or, for an alias, each
+    /// of its destinations (fanouts included). `accepted` is what the client
+    /// hears: the queue's count, or for an alias the smallest destination's.
     pub fn put(
         &self,
-        queue: &str,
+        name: &str,
         items: &[Bytes],
         expires_ms: Option<i64>,
-    ) -> Result<(Arc<Queue>, PutOutcome, Option<Ack>), QueueError> {
+    ) -> Result<Delivery, QueueError> {
+        let config = self.config();
+        let Some(targets) = config.aliases.get(name) else {
+            return self.put_with_fanout(name, items, expires_ms);
+        };
+        let mut delivery = Delivery {
+            accepted: items.len(),
+            placed: Vec::new(),
+        };
+        for target in targets {
+            let d = self.put_with_fanout(target, items, expires_ms)?;
+            delivery.accepted = delivery.accepted.min(d.accepted);
+            delivery.placed.extend(d.placed);
+        }
+        Ok(delivery)
+    }
+
+    fn put_with_fanout(
+        &self,
+        name: &str,
+        items: &[Bytes],
+        expires_ms: Option<i64>,
+    ) -> Result<Delivery, QueueError> {
+        let q = self.get_or_create(name)?;
+        let mut delivery = Delivery {
+            accepted: items.len(),
+            placed: Vec::new(),
+        };
+        if !q.config().fanout_only {
+            let write = self.put_one(name, items, expires_ms)?;
+            delivery.accepted = write.outcome.accepted;
+            delivery.placed.push(write);
+        }
+        for child in self.children(name) {
+            if let Ok((outcome, ack)) = child.put(items.iter().cloned(), expires_ms) {
+                delivery.placed.push(Placed {
+                    queue: child,
+                    outcome,
+                    ack,
+                    primary: false,
+                });
+            }
+        }
+        Ok(delivery)
+    }
+
+    /// Puts into `name` alone.
+    fn put_one(
+        &self,
+        name: &str,
+        items: &[Bytes],
+        expires_ms: Option<i64>,
+    ) -> Result<Placed, QueueError> {
         loop {
             // A queue deleted between lookup and put is looked up (created) again.
-            let q = self.get_or_create(queue)?;
-            if let Ok((outcome, ack)) = q.put(items.iter().cloned(), expires_ms) {
-                return Ok((q, outcome, ack));
+            let queue = self.get_or_create(name)?;
+            if let Ok((outcome, ack)) = queue.put(items.iter().cloned(), expires_ms) {
+                return Ok(Placed {
+                    queue,
+                    outcome,
+                    ack,
+                    primary: true,
+                });
+            }
+        }
+    }
+
+    /// Whether `name` is an alias (aliases mask queues of the same name).
+    pub fn is_alias(&self, name: &str) -> bool {
+        lock_err(self.config.read()).aliases.contains_key(name)
+    }
+
+    /// The fanout children of `parent` (`parent+…`).
+    pub fn children(&self, parent: &str) -> Vec<Arc<Queue>> {
+        let (from, to) = (format!("{parent}+"), format!("{parent},"));
+        let queues = lock_err(self.queues.read());
+        queues
+            .range::<str, _>((
+                std::ops::Bound::Included(&*from),
+                std::ops::Bound::Excluded(&*to),
+            ))
+            .map(|(_, q)| q.clone())
+            .collect()
+    }
+
+    /// Expires up to `limit` items of `queue`, moving those bound for
+    /// `expire_to_queue` there (put, durable, then confirmed gone from here,
+    /// so a crash in between can deliver one twice but never lose one).
+    /// Returns how many expired.
+    pub async fn expire(&self, queue: &Arc<Queue>, limit: u64) -> u64 {
+        let expired = queue.expire(limit);
+        wait_logged(expired.ack, "expiry").await;
+        let (Some(target), false) = (expired.target, expired.moving.is_empty()) else {
+            return expired.count;
+        };
+        let data: Vec<Bytes> = expired.moving.iter().map(|i| i.data.clone()).collect();
+        // Moved items start a new life in the target: no expiry but its own.
+        let write = match self.put_one(&target, &data, None) {
+            Ok(write) => write,
+            Err(e) => {
+                tracing::warn!(queue = %queue.name(), target, error = %e, "expired items not moved; will retry");
+                queue.unmoved(expired.moving);
+                return expired.count;
+            }
+        };
+        let mut moving = expired.moving;
+        let failed = match write.ack {
+            Some(ack) => ack.wait().await.is_err(),
+            None => false,
+        };
+        let unmoved = if failed {
+            write
+                .queue
+                .revoke(write.outcome.first_seq, write.outcome.accepted);
+            moving.split_off(0)
+        } else {
+            moving.split_off(write.outcome.accepted)
+        };
+        wait_logged(queue.moved(&moving), "expiry move").await;
+        if !unmoved.is_empty() {
+            tracing::warn!(queue = %queue.name(), target, items = unmoved.len(), "expired items not moved; will retry");
+            queue.unmoved(unmoved);
+        }
+        expired.count
+    }
+
+    /// The background sweep: expires items (at most `max_expire_sweep` per
+    /// queue) and deletes queues left empty past their `max_queue_age`.
+    pub async fn sweep(&self) {
+        for q in self.all() {
+            let config = q.config();
+            self.expire(&q, config.max_expire_sweep).await;
+            if let Some(age) = config.max_queue_age {
+                if q.is_empty_and_older_than(age) && self.delete(q.name()) {
+                    self.expires.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(queue = %q.name(), "empty queue older than max_queue_age deleted");
+                }
             }
         }
     }
@@ -305,11 +466,7 @@ impl QueueCollection {
 
     /// Every queue, sorted by name.
     pub fn all(&self) -> Vec<Arc<Queue>> {
-        let queues = lock_err(self.queues.read());
-        let mut all: Vec<_> = queues.values().cloned().collect();
-        drop(queues);
-        all.sort_by(|a, b| a.name().cmp(b.name()));
-        all
+        lock_err(self.queues.read()).values().cloned().collect()
     }
 
     pub fn lifecycle(&self) -> Lifecycle {

@@ -59,6 +59,16 @@ pub struct Taken {
     pub xid: Option<u64>,
 }
 
+/// What an expiry pass did.
+pub struct Expired {
+    /// Items that expired.
+    pub count: u64,
+    /// Those to move to `target`.
+    pub moving: Vec<Item>,
+    pub target: Option<String>,
+    pub ack: Option<Ack>,
+}
+
 /// Source of transaction ids, shared by every queue of a server so that ids
 /// are unique server-wide. It starts from the clock (milliseconds << 20), so
 /// ids handed out by an earlier run of the server are never handed out again
@@ -175,6 +185,10 @@ struct Store {
     journal: Option<Journal>,
     /// The acknowledgement of the newest record appended.
     ack: Option<Ack>,
+    /// Expired items bound for `expire_to_queue`: out of the queue, held open
+    /// (journaled as such) until the move to their new queue is durable.
+    expiring: Vec<Item>,
+    created_ms: i64,
 }
 
 struct Waiter {
@@ -246,13 +260,27 @@ impl Store {
             self.refill();
             match self.ready.front() {
                 Some(item) if item.is_expired(now_ms) => {
-                    self.pop_front(Mode::Take);
-                    self.counters.expired_items += 1;
+                    let item = self.ready.pop_front().expect("front exists");
+                    self.mem_bytes -= item.size();
+                    self.expire(item);
                 }
                 _ => break,
             }
         }
         self.ready.front()
+    }
+
+    /// Disposes of an expired item already out of `ready`: dropped, or set
+    /// aside to move to `expire_to_queue`.
+    fn expire(&mut self, item: Item) {
+        let (seq, size) = (item.seq, item.size() as u32);
+        self.counters.expired_items += 1;
+        if self.config.expire_to_queue.is_some() {
+            self.log(Record::Open { seq, size });
+            self.expiring.push(item);
+        } else {
+            self.log(Record::Remove { seq, size });
+        }
     }
 
     /// Removes the first in-memory item, journaling how it left.
@@ -404,6 +432,8 @@ impl Queue {
                     counters: QueueCounters::default(),
                     journal,
                     ack: None,
+                    expiring: Vec::new(),
+                    created_ms: recovered.as_ref().map_or_else(now_ms, |r| r.created_ms),
                 },
                 waiters: BTreeMap::new(),
                 handed: HashMap::new(),
@@ -614,26 +644,82 @@ impl Queue {
         st.store.ack.take()
     }
 
-    /// Drops every expired item held in memory, wherever it sits in the queue
-    /// (Kestrel only looked at the head); items still on disk are checked as
-    /// they are read back. Returns how many were dropped.
-    pub fn flush_expired(&self) -> (u64, Option<Ack>) {
+    /// Expires up to `limit` expired items held in memory, wherever they sit
+    /// in the queue (Kestrel only looked at the head); items still on disk are
+    /// checked as they are read back. Items bound for `expire_to_queue` are
+    /// handed back to move: call [`Queue::moved`] once they are safely there.
+    pub fn expire(&self, limit: u64) -> Expired {
         let now = now_ms();
         let mut st = self.lock();
         let store = &mut st.store;
-        let (keep, expired): (Vec<Item>, Vec<Item>) = std::mem::take(&mut store.ready)
-            .into_iter()
-            .partition(|i| !i.is_expired(now));
-        store.ready = keep.into();
-        for item in &expired {
-            store.mem_bytes -= item.size();
-            store.log(Record::Remove {
+        let mut expired = 0;
+        let mut kept = VecDeque::with_capacity(store.ready.len());
+        for item in std::mem::take(&mut store.ready) {
+            if expired < limit && item.is_expired(now) {
+                expired += 1;
+                store.mem_bytes -= item.size();
+                store.expire(item);
+            } else {
+                kept.push_back(item);
+            }
+        }
+        store.ready = kept;
+        let target = store.config.expire_to_queue.clone();
+        let mut moving = std::mem::take(&mut store.expiring);
+        if target.is_none() {
+            // No destination (any more): these are simply gone.
+            for item in moving.drain(..) {
+                store.log(Record::Remove {
+                    seq: item.seq,
+                    size: item.size() as u32,
+                });
+            }
+        }
+        Expired {
+            count: expired,
+            moving,
+            target,
+            ack: store.ack.take(),
+        }
+    }
+
+    /// Items handed out by [`Queue::expire`] reached their new queue: they
+    /// are gone from this one for good.
+    pub fn moved(&self, items: &[Item]) -> Option<Ack> {
+        let mut st = self.lock();
+        for item in items {
+            st.store.log(Record::Remove {
                 seq: item.seq,
                 size: item.size() as u32,
             });
         }
-        store.counters.expired_items += expired.len() as u64;
-        (expired.len() as u64, st.store.ack.take())
+        st.store.ack.take()
+    }
+
+    /// Items handed out by [`Queue::expire`] could not be moved: keep them
+    /// for the next attempt.
+    pub fn unmoved(&self, items: Vec<Item>) {
+        let mut st = self.lock();
+        if !st.deleted {
+            st.store.expiring.extend(items);
+        }
+    }
+
+    /// Whether the queue is empty, unused, and was created more than
+    /// `max_age` ago (Kestrel's `max_queue_age`).
+    pub fn is_empty_and_older_than(&self, max_age: std::time::Duration) -> bool {
+        let st = self.lock();
+        let store = &st.store;
+        store.ready_count() == 0
+            && store.open.is_empty()
+            && store.expiring.is_empty()
+            && st.waiters.is_empty()
+            && now_ms().saturating_sub(store.created_ms) >= max_age.as_millis() as i64
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> Arc<QueueConfig> {
+        self.lock().store.config.clone()
     }
 
     /// Marks the queue deleted and removes its journal: its items are

@@ -8,7 +8,7 @@ mod item;
 pub mod name;
 mod reaper;
 
-pub use collection::{Lifecycle, QueueCollection, QueueError};
+pub use collection::{Delivery, Lifecycle, Placed, QueueCollection, QueueError};
 pub use fifo::{
     PutOutcome, Queue, QueueCounters, QueueSnapshot, ReadKind, Refusal, Taken, XidSource,
 };
