@@ -442,8 +442,7 @@ impl QueueCollection {
             let config = q.config();
             self.expire(&q, config.max_expire_sweep).await;
             if let Some(age) = config.max_queue_age {
-                if q.is_empty_and_older_than(age) && self.delete(q.name()) {
-                    self.expires.fetch_add(1, Ordering::Relaxed);
+                if q.is_empty_and_older_than(age) && self.remove(q.name(), true) {
                     tracing::info!(queue = %q.name(), "empty queue older than max_queue_age deleted");
                 }
             }
@@ -452,16 +451,27 @@ impl QueueCollection {
 
     /// Removes `queue` and its journal. Returns whether it existed.
     pub fn delete(&self, queue: &str) -> bool {
-        let removed = lock_err(self.queues.write()).remove(queue);
-        match removed {
-            Some(q) => {
-                q.delete();
-                self.deletes.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(queue, "queue deleted");
-                true
-            }
-            None => false,
+        let deleted = self.remove(queue, false);
+        if deleted {
+            tracing::info!(queue, "queue deleted");
         }
+        deleted
+    }
+
+    /// Removes `queue`, counting it (as expired if `aged_out`) in the same
+    /// step, so stats never see one without the other.
+    fn remove(&self, queue: &str, aged_out: bool) -> bool {
+        let mut queues = lock_err(self.queues.write());
+        let Some(q) = queues.remove(queue) else {
+            return false;
+        };
+        self.deletes.fetch_add(1, Ordering::Relaxed);
+        if aged_out {
+            self.expires.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(queues);
+        q.delete();
+        true
     }
 
     /// Every queue, sorted by name.

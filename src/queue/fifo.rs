@@ -749,10 +749,14 @@ impl Queue {
         self.lock().store.config = config;
     }
 
+    /// The queue as stats and peek report it.
     pub fn snapshot(&self) -> QueueSnapshot {
         let now = now_ms();
         let mut st = self.lock();
-        let head = st.store.head(now).cloned();
+        // Looking does not change the queue: expired items are skipped, not
+        // removed (the sweep and readers remove them).
+        st.store.refill();
+        let head = st.store.ready.iter().find(|i| !i.is_expired(now)).cloned();
         let store = &st.store;
         QueueSnapshot {
             age_ms: head
