@@ -69,6 +69,38 @@ pub struct StoredItem {
     pub data: Bytes,
 }
 
+impl From<StoredItem> for Record {
+    fn from(i: StoredItem) -> Record {
+        Record::Add {
+            seq: i.seq,
+            added_ms: i.added_ms,
+            expires_ms: i.expires_ms,
+            data: i.data,
+        }
+    }
+}
+
+impl TryFrom<Record> for StoredItem {
+    type Error = Record;
+
+    fn try_from(r: Record) -> Result<StoredItem, Record> {
+        match r {
+            Record::Add {
+                seq,
+                added_ms,
+                expires_ms,
+                data,
+            } => Ok(StoredItem {
+                seq,
+                added_ms,
+                expires_ms,
+                data,
+            }),
+            other => Err(other),
+        }
+    }
+}
+
 /// Items read back from disk.
 #[derive(Debug, Default)]
 pub struct ReadBatch {
@@ -461,27 +493,17 @@ impl Journal {
             let cursor = self.cursor.as_mut().expect("opened above");
             let next = match cursor.held.take() {
                 Some(item) => Next::Record {
-                    record: Record::Add {
-                        seq: item.seq,
-                        added_ms: item.added_ms,
-                        expires_ms: item.expires_ms,
-                        data: item.data,
-                    },
+                    record: item.into(),
                     len: 0,
                 },
                 None => cursor.reader.next()?,
             };
             match next {
                 Next::Record {
-                    record:
-                        Record::Add {
-                            seq,
-                            added_ms,
-                            expires_ms,
-                            data,
-                        },
+                    record: add @ Record::Add { .. },
                     ..
                 } => {
+                    let seq = add.seq();
                     cursor.after = cursor.after.max(seq + 1);
                     if seq < want {
                         continue;
@@ -490,13 +512,8 @@ impl Journal {
                         batch.lost += self.state.lose(want, seq);
                     }
                     if self.state.live.contains(seq) {
-                        let size = data.len() as u64;
-                        let item = StoredItem {
-                            seq,
-                            added_ms,
-                            expires_ms,
-                            data,
-                        };
+                        let item = StoredItem::try_from(add).expect("an ADD record");
+                        let size = item.data.len() as u64;
                         if !batch.items.is_empty() && bytes + size > budget {
                             // Over budget: keep it for next time.
                             cursor.held = Some(item);

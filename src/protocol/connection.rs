@@ -25,7 +25,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 
-use crate::stats::{self, Stats};
+use crate::stats::{self, ConnectionGuard, Stats};
 
 /// Requests a client may pipeline behind a running call before the
 /// connection stops reading (TCP flow control then slows the client down).
@@ -44,6 +44,8 @@ pub struct Connection<'a, C: Decoder> {
     idle_timeout: Option<Duration>,
     stats: &'a Stats,
     closed: bool,
+    /// Keeps `curr_connections` true however the connection ends.
+    _counted: ConnectionGuard<'a>,
 }
 
 impl<'a, C: Decoder> Connection<'a, C>
@@ -80,6 +82,7 @@ where
             idle_timeout: None,
             stats,
             closed: false,
+            _counted: stats.connection(),
         }
     }
 

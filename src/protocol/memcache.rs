@@ -419,7 +419,6 @@ pub async fn serve<S: QueueService>(
     shutdown: CancellationToken,
 ) {
     let stats = service.counters();
-    let _connection = stats.connection();
     let codec = McCodec::new(config.max_line_size, config.max_item_size);
     let mut conn = Connection::new(stream, peer, "memcache", codec, stats, shutdown)
         .with_idle_timeout(config.client_timeout);
@@ -479,26 +478,16 @@ async fn execute<S: QueueService>(
             max_items,
         } => {
             let max_items = max_items.unwrap_or(config.max_open_transactions);
-            let deadline = tokio::time::Instant::now() + timeout;
-            for _ in 0..max_items {
-                let timeout = Some(deadline.saturating_duration_since(tokio::time::Instant::now()));
-                let request = GetRequest {
-                    max_items: 1,
-                    timeout,
-                    read: Read::Open,
-                };
-                match conn.run(service.get(session, &queue, request)).await? {
-                    Ok(items) if !items.is_empty() => {
-                        value(&mut conn.out, &queue, &items[0].data);
-                        // Stream each item as it comes.
-                        if !conn.flush().await {
-                            return None;
-                        }
-                    }
-                    // Out of time, out of items, or not allowed to open more.
-                    _ => break,
-                }
-            }
+            super::monitor(
+                service,
+                session,
+                conn,
+                &queue,
+                timeout,
+                max_items,
+                |out, data| value(out, &queue, data),
+            )
+            .await?;
             "END".into()
         }
         Request::Confirm { queue, count } => {

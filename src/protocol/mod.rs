@@ -6,3 +6,48 @@ mod connection;
 pub mod memcache;
 pub mod text;
 pub mod thrift;
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio_util::codec::Decoder;
+
+use crate::service::{GetRequest, QueueService, Read};
+use connection::Connection;
+
+/// `monitor` (memcache and text): opens items one at a time until `timeout`
+/// has passed, `max` are open, or the service says no more (for instance the
+/// connection's open-read limit), writing each with `write` and sending it as
+/// it comes. `None` if the client left meanwhile.
+async fn monitor<S: QueueService, C: Decoder>(
+    service: &S,
+    session: &mut S::Session,
+    conn: &mut Connection<'_, C>,
+    queue: &str,
+    timeout: Duration,
+    max: usize,
+    write: impl Fn(&mut BytesMut, &[u8]),
+) -> Option<()>
+where
+    C::Error: std::fmt::Display,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    for _ in 0..max {
+        let timeout = Some(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        let request = GetRequest {
+            max_items: 1,
+            timeout,
+            read: Read::Open,
+        };
+        match conn.run(service.get(session, queue, request)).await? {
+            Ok(items) if !items.is_empty() => {
+                write(&mut conn.out, &items[0].data);
+                if !conn.flush().await {
+                    return None;
+                }
+            }
+            _ => break,
+        }
+    }
+    Some(())
+}

@@ -367,7 +367,6 @@ pub async fn serve<S: QueueService>(
     shutdown: CancellationToken,
 ) {
     let stats = service.counters();
-    let _connection = stats.connection();
     let codec = TextCodec::new(Limits {
         max_line: config.max_line_size,
         max_item: config.max_item_size,
@@ -427,24 +426,8 @@ async fn execute<S: QueueService>(
                 reply(&mut conn.out, &error_reply(&e));
                 return Some(());
             }
-            let deadline = tokio::time::Instant::now() + timeout;
-            for _ in 0..config.max_open_transactions {
-                let timeout = Some(deadline.saturating_duration_since(tokio::time::Instant::now()));
-                let request = GetRequest {
-                    max_items: 1,
-                    timeout,
-                    read: Read::Open,
-                };
-                match conn.run(service.get(session, &queue, request)).await? {
-                    Ok(items) if !items.is_empty() => {
-                        item(&mut conn.out, &items[0].data);
-                        if !conn.flush().await {
-                            return None;
-                        }
-                    }
-                    _ => break,
-                }
-            }
+            let max = config.max_open_transactions;
+            super::monitor(service, session, conn, &queue, timeout, max, item).await?;
             "*".into()
         }
         Request::Confirm { queue, count } => {

@@ -506,7 +506,6 @@ pub async fn serve<S: QueueService>(
     shutdown: CancellationToken,
 ) {
     let stats = service.counters();
-    let _connection = stats.connection();
     let codec = LengthDelimitedCodec::builder()
         .length_field_type::<u32>()
         .max_frame_length(config.max_frame_size)
