@@ -59,6 +59,10 @@ pub struct ServerConfig {
     pub default_status: ServerStatus,
     /// Delay before a stricter status takes effect.
     pub status_change_grace_period: Duration,
+    /// Threads serving connections; 0 picks one less than the number of
+    /// CPUs (at least one), leaving a core to the kernel's network work and
+    /// the journal threads.
+    pub worker_threads: usize,
     /// Every queue's policy, and the aliases.
     pub queues: QueuesConfig,
     /// The file these settings came from, re-read on reload.
@@ -83,6 +87,7 @@ impl Default for ServerConfig {
             status_file: PathBuf::from("status"),
             default_status: ServerStatus::Up,
             status_change_grace_period: Duration::ZERO,
+            worker_threads: 0,
             queues: QueuesConfig::default(),
             config_file: None,
         }
@@ -90,6 +95,16 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
+    /// The number of worker threads to run.
+    pub fn workers(&self) -> usize {
+        match self.worker_threads {
+            0 => {
+                std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+            }
+            n => n,
+        }
+    }
+
     /// The status file's path.
     pub fn status_path(&self) -> PathBuf {
         self.data_dir.join(&self.status_file)
@@ -433,6 +448,7 @@ struct FileSettings {
     status_file: Option<PathBuf>,
     default_status: Option<String>,
     status_change_grace_period: Option<Dur>,
+    worker_threads: Option<usize>,
     default_queue: Option<QueueSettings>,
     queues: Option<HashMap<String, QueueSettings>>,
     aliases: Option<HashMap<String, Vec<String>>>,
@@ -516,6 +532,7 @@ fn resolve(s: FileSettings) -> Result<ServerConfig, ConfigError> {
         &mut c.status_change_grace_period,
         s.status_change_grace_period.map(|d| d.0),
     );
+    set(&mut c.worker_threads, s.worker_threads);
     if c.max_open_transactions == 0 {
         return Err(ConfigError(
             "max_open_transactions: must be at least 1".into(),

@@ -86,8 +86,7 @@ async fn termination() {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -103,6 +102,23 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.workers())
+        .thread_name("kestrel-worker")
+        .enable_all()
+        .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(serve(config)),
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the server on the runtime until it stops.
+async fn serve(config: config::ServerConfig) -> ExitCode {
+    tracing::info!(workers = config.workers(), "starting");
     let shutdown = CancellationToken::new();
     let server = match Server::bind(config, shutdown.clone()).await {
         Ok(server) => server,

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -76,7 +77,13 @@ impl Server {
         let auto_abort = self.service.auto_abort();
         let token = shutdown.clone();
         background.spawn(async move { auto_abort.run(token).await });
-        background.spawn(journal_sync(self.service.queues(), shutdown.clone()));
+        let stop_syncing = Arc::new(AtomicBool::new(false));
+        let syncer = {
+            let (queues, stop) = (self.service.queues(), stop_syncing.clone());
+            std::thread::Builder::new()
+                .name("journal-sync".into())
+                .spawn(move || journal_sync(queues, stop))?
+        };
         background.spawn(journal_maintenance(self.service.queues(), shutdown.clone()));
         if let Some(every) = self.config.expiration_timer_frequency {
             background.spawn(expiry_sweep(self.service.queues(), every, shutdown.clone()));
@@ -124,6 +131,10 @@ impl Server {
             );
         }
         background.wait().await;
+        stop_syncing.store(true, Ordering::Release);
+        if syncer.join().is_err() {
+            tracing::error!("journal sync thread panicked");
+        }
         let queues = self.service.queues();
         let flushed = tokio::task::spawn_blocking(move || {
             for q in queues.all() {
@@ -141,23 +152,25 @@ impl Server {
     }
 }
 
-/// How often journals write what nobody waited for and check their fsync interval.
+/// How often journals write what nobody waited for and check their fsync
+/// interval, while some have data to fsync...
 const SYNC_TICK: Duration = Duration::from_millis(10);
+/// ...and while none has.
+const IDLE_SYNC_TICK: Duration = Duration::from_millis(50);
 /// How often journals are checkpointed (when due) and their segments reclaimed.
 const MAINTENANCE_TICK: Duration = Duration::from_millis(200);
 
-/// Background task: writes journal records nobody waited for (aborts of
-/// closed connections, expiries) and fsyncs on each queue's interval.
-async fn journal_sync(queues: Arc<QueueCollection>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(SYNC_TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
+/// Background thread: writes journal records nobody waited for (aborts of
+/// closed connections, expiries) and fsyncs each queue on its interval. A
+/// plain thread that sleeps between rounds: handing 100 rounds a second to
+/// the async runtime's blocking pool cost a futex storm for nothing.
+fn journal_sync(queues: Arc<QueueCollection>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Acquire) {
+        let mut dirty = false;
+        for io in queues.all().iter().filter_map(|q| q.journal_io()) {
+            dirty |= io.tick();
         }
-        let ios: Vec<_> = queues.all().iter().filter_map(|q| q.journal_io()).collect();
-        let _ = tokio::task::spawn_blocking(move || ios.iter().for_each(|io| io.tick())).await;
+        std::thread::sleep(if dirty { SYNC_TICK } else { IDLE_SYNC_TICK });
     }
 }
 

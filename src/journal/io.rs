@@ -257,6 +257,9 @@ impl JournalIo {
     /// requires, writing (and fsyncing) it ourselves if nobody else is.
     pub async fn wait(&self, lsn: u64) -> Result<(), WriteError> {
         let mut rx = self.progress.subscribe();
+        // Before writing, let the other tasks that are ready to run append
+        // their records too: one write then covers all of them.
+        let mut yielded = false;
         loop {
             {
                 let p = rx.borrow_and_update();
@@ -272,6 +275,11 @@ impl JournalIo {
                 if done {
                     return Ok(());
                 }
+            }
+            if !yielded {
+                yielded = true;
+                tokio::task::yield_now().await;
+                continue;
             }
             if let Ok(mut w) = self.writer.try_lock() {
                 self.write_pending(&mut w);
@@ -314,21 +322,26 @@ impl JournalIo {
     }
 
     /// Background duty: write what nobody waited for, and fsync when the
-    /// interval has passed. Never blocks on a busy writer.
-    pub fn tick(&self) {
+    /// interval has passed. Never blocks on a busy writer. Returns whether
+    /// anything is left to fsync later.
+    pub fn tick(&self) -> bool {
         let Ok(mut w) = self.writer.try_lock() else {
-            return;
+            return true;
         };
         if self.has_pending() {
             self.write_pending(&mut w);
         }
+        let mut dirty = false;
         if let SyncMode::Every(interval) = self.sync {
+            dirty = w.progress.synced < w.progress.written;
             let due = w.last_sync.is_none_or(|at| at.elapsed() >= interval);
-            if due && w.progress.synced < w.progress.written {
+            if due && dirty {
                 self.sync_files(&mut w);
+                dirty = false;
             }
         }
         self.publish(w);
+        dirty
     }
 }
 

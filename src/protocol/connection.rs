@@ -23,7 +23,7 @@ use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::{Decoder, FramedRead};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::stats::{self, ConnectionGuard, Stats};
 
@@ -40,7 +40,9 @@ pub struct Connection<'a, C: Decoder> {
     /// Replies not yet written.
     pub out: BytesMut,
     backlog: VecDeque<C::Item>,
-    shutdown: CancellationToken,
+    /// Resolves at shutdown; made once, because making one registers with
+    /// the token under a lock every connection shares.
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     idle_timeout: Option<Duration>,
     stats: &'a Stats,
     closed: bool,
@@ -78,7 +80,7 @@ where
             writer,
             out: BytesMut::with_capacity(4096),
             backlog: VecDeque::new(),
-            shutdown,
+            shutdown: Box::pin(shutdown.cancelled_owned()),
             idle_timeout: None,
             stats,
             closed: false,
@@ -120,7 +122,7 @@ where
             }
         };
         let next = tokio::select! {
-            _ = self.shutdown.cancelled() => None,
+            _ = &mut self.shutdown => None,
             _ = idle => {
                 tracing::debug!(peer = %self.peer, "{} connection idle too long; closing", self.protocol);
                 None
@@ -154,7 +156,7 @@ where
             tokio::select! {
                 biased;
                 output = &mut call => return Some(output),
-                _ = self.shutdown.cancelled() => return None,
+                _ = &mut self.shutdown => return None,
                 next = self.frames.next(), if room => match next {
                     Some(Ok(frame)) => self.backlog.push_back(frame),
                     _ => {
