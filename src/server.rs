@@ -186,11 +186,13 @@ async fn expiry_sweep(queues: Arc<QueueCollection>, every: Duration, shutdown: C
     }
 }
 
-/// Background task: checkpoints journals and reclaims their consumed segments.
+/// Background task: checkpoints journals and reclaims their consumed
+/// segments, and gives memory back to the OS once queues have drained.
 async fn journal_maintenance(queues: Arc<QueueCollection>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(MAINTENANCE_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let wanted = queues.maintenance_wanted();
+    let mut trimmer = MemoryTrimmer::default();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -198,16 +200,51 @@ async fn journal_maintenance(queues: Arc<QueueCollection>, shutdown: Cancellatio
             _ = wanted.notified() => {}
         }
         let queues = queues.clone();
-        let _ = tokio::task::spawn_blocking(move || {
+        let done = tokio::task::spawn_blocking(move || {
             for q in queues.all() {
                 if let Err(e) = q.maintain_journal(false) {
                     tracing::warn!(queue = %q.name(), error = %e, "journal maintenance failed");
                 }
             }
+            trimmer.check(queues.memory_bytes());
+            trimmer
         })
         .await;
+        trimmer = done.unwrap_or_default();
     }
 }
+
+/// Hands freed heap memory back to the OS after the items held in memory
+/// shrank to under half their peak. glibc keeps freed memory for reuse, so a
+/// server that once held a deep queue in memory would otherwise stay that big.
+#[derive(Default)]
+struct MemoryTrimmer {
+    peak: u64,
+}
+
+impl MemoryTrimmer {
+    /// Freeing less than this is not worth a pass over the heap.
+    const MIN_FREED: u64 = 16 * 1024 * 1024;
+
+    fn check(&mut self, held: u64) {
+        self.peak = self.peak.max(held);
+        if self.peak - held >= Self::MIN_FREED && held * 2 < self.peak {
+            trim_heap();
+            self.peak = held;
+        }
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim_heap() {
+    // SAFETY: malloc_trim only returns free heap pages to the OS.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_heap() {}
 
 /// A connection task, boxed so the three protocols share one accept loop.
 type ConnectionTask = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;

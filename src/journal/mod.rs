@@ -465,9 +465,14 @@ impl Journal {
         self.state.size()
     }
 
-    /// Reads back live items from `from` on, in order, until their data
-    /// reaches `budget` bytes (at least one item).
-    pub fn read_items(&mut self, from: u64, budget: u64) -> std::io::Result<ReadBatch> {
+    /// Reads back live items from `from` on, in order, until their data (and
+    /// `per_item` bytes for each) reaches `budget` bytes (at least one item).
+    pub fn read_items(
+        &mut self,
+        from: u64,
+        budget: u64,
+        per_item: u64,
+    ) -> std::io::Result<ReadBatch> {
         let mut batch = ReadBatch::default();
         let mut bytes = 0u64;
         let Some(mut want) = self.state.live.next_at_or_after(from) else {
@@ -513,7 +518,7 @@ impl Journal {
                     }
                     if self.state.live.contains(seq) {
                         let item = StoredItem::try_from(add).expect("an ADD record");
-                        let size = item.data.len() as u64;
+                        let size = item.data.len() as u64 + per_item;
                         if !batch.items.is_empty() && bytes + size > budget {
                             // Over budget: keep it for next time.
                             cursor.held = Some(item);

@@ -88,7 +88,7 @@ async fn recovery_replays_after_the_checkpoint_and_rolls_back_open_items() {
         }
     );
     let got: Vec<u64> = j
-        .read_items(0, u64::MAX)
+        .read_items(0, u64::MAX, 0)
         .unwrap()
         .items
         .iter()
@@ -121,7 +121,7 @@ async fn a_torn_tail_is_cut_and_appends_continue_after_it() {
     let (mut j, r) = Journal::recover(dir.path(), config(1 << 20), "q").unwrap();
     assert_eq!(r.items, 3);
     let got: Vec<u64> = j
-        .read_items(0, u64::MAX)
+        .read_items(0, u64::MAX, 0)
         .unwrap()
         .items
         .iter()
@@ -146,7 +146,7 @@ async fn a_damaged_record_loses_only_itself() {
     let (mut j, r) = Journal::recover(dir.path(), config(1 << 20), "q").unwrap();
     assert_eq!(r.items, 9);
     let got: Vec<u64> = j
-        .read_items(0, u64::MAX)
+        .read_items(0, u64::MAX, 0)
         .unwrap()
         .items
         .iter()
@@ -173,7 +173,7 @@ async fn the_older_checkpoint_takes_over_from_a_damaged_newer_one() {
     let (mut j, r) = Journal::recover(dir.path(), config(1 << 20), "q").unwrap();
     assert_eq!((r.items, r.next_seq), (4, 6));
     let got: Vec<u64> = j
-        .read_items(0, u64::MAX)
+        .read_items(0, u64::MAX, 0)
         .unwrap()
         .items
         .iter()
@@ -191,7 +191,7 @@ async fn read_behind_crosses_segments_and_respects_the_budget() {
     let mut from = 1;
     let mut seen = Vec::new();
     loop {
-        let batch = j.read_items(from, 350).unwrap();
+        let batch = j.read_items(from, 350, 0).unwrap();
         if batch.items.is_empty() {
             break;
         }
@@ -230,7 +230,7 @@ async fn consumed_segments_are_deleted_and_sparse_ones_rewritten() {
         "{after} bytes for {live} live"
     );
     let got: Vec<u64> = j
-        .read_items(0, u64::MAX)
+        .read_items(0, u64::MAX, 0)
         .unwrap()
         .items
         .iter()
@@ -241,7 +241,7 @@ async fn consumed_segments_are_deleted_and_sparse_ones_rewritten() {
     let (mut j, r) = Journal::recover(dir.path(), config(4096), "q").unwrap();
     assert_eq!(r.items, 20);
     let got: Vec<u64> = j
-        .read_items(0, u64::MAX)
+        .read_items(0, u64::MAX, 0)
         .unwrap()
         .items
         .iter()

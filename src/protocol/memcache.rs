@@ -197,7 +197,7 @@ impl Decoder for McCodec {
                             return Ok(Some(Frame::ClientError("bad data chunk".into())));
                         }
                     };
-                    let data = buf.split_to(len).freeze();
+                    let data = super::take_item(buf, len);
                     buf.advance(terminator);
                     let State::Data(set) = std::mem::replace(&mut self.state, State::Line) else {
                         unreachable!()

@@ -51,3 +51,19 @@ where
     }
     Some(())
 }
+
+/// Items up to this size are copied out of a connection's read buffer
+/// rather than sliced from it: a queued slice keeps the whole buffer
+/// allocated, so a small item could pin many times its size.
+const COPY_BELOW: usize = 4096;
+
+/// Takes the first `len` bytes of `buf` as an item of its own.
+fn take_item(buf: &mut BytesMut, len: usize) -> bytes::Bytes {
+    if len < COPY_BELOW {
+        let item = bytes::Bytes::copy_from_slice(&buf[..len]);
+        bytes::Buf::advance(buf, len);
+        item
+    } else {
+        buf.split_to(len).freeze()
+    }
+}

@@ -217,7 +217,8 @@ impl Decoder for TextCodec {
                         );
                         self.state = State::RefusedPut { reason };
                     } else {
-                        items.push(line.freeze());
+                        let len = line.len();
+                        items.push(super::take_item(&mut line, len));
                     }
                 }
                 State::RefusedPut { .. } => {

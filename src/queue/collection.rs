@@ -474,6 +474,11 @@ impl QueueCollection {
         true
     }
 
+    /// Memory every queue's items take.
+    pub fn memory_bytes(&self) -> u64 {
+        self.all().iter().map(|q| q.memory_bytes()).sum()
+    }
+
     /// Every queue, sorted by name.
     pub fn all(&self) -> Vec<Arc<Queue>> {
         lock_err(self.queues.read()).values().cloned().collect()

@@ -12,8 +12,8 @@
 //! order, an item can never be taken twice, and a parked reader costs a map
 //! entry and a `Notify` — no task is polled until it has something.
 //!
-//! Read-behind: once the in-memory items reach `max_memory_size`, new items
-//! are only journaled (counted, not kept); as the head drains below half the
+//! Read-behind: once the in-memory items (with their per-item overhead)
+//! reach `max_memory_size`, new items are only journaled (counted, not kept); as the head drains below half the
 //! budget, items are read back from the journal in order.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -30,6 +30,10 @@ use crate::journal::{Ack, Journal, JournalIo, Record, Recovery};
 
 /// Most item bytes read back from the journal at a time.
 const REFILL_CHUNK: u64 = 1024 * 1024;
+
+/// What an item in memory costs besides its bytes: its entry in the queue
+/// and its allocation's header.
+const ITEM_OVERHEAD: u64 = 80;
 
 /// How a read takes items from the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,6 +209,12 @@ impl Store {
         }
     }
 
+    /// Memory the ready items take: their bytes plus what each item costs
+    /// besides (so a budget of small items is not exceeded many times over).
+    fn footprint(&self) -> u64 {
+        self.mem_bytes + self.ready.len() as u64 * ITEM_OVERHEAD
+    }
+
     fn ready_count(&self) -> u64 {
         self.ready.len() as u64 + self.disk.count
     }
@@ -212,19 +222,19 @@ impl Store {
     /// Reads items back from disk when memory runs low: a chunk at a time,
     /// so a read never stalls on loading the whole memory budget at once.
     fn refill(&mut self) {
-        let plenty = self.mem_bytes * 2 >= self.config.max_memory_size && !self.ready.is_empty();
+        let plenty = self.footprint() * 2 >= self.config.max_memory_size && !self.ready.is_empty();
         if self.disk.count == 0 || plenty {
             return;
         }
-        let Some(journal) = &mut self.journal else {
-            return;
-        };
         let budget = self
             .config
             .max_memory_size
-            .saturating_sub(self.mem_bytes)
+            .saturating_sub(self.footprint())
             .min(REFILL_CHUNK);
-        let batch = match journal.read_items(self.disk.from, budget) {
+        let Some(journal) = &mut self.journal else {
+            return;
+        };
+        let batch = match journal.read_items(self.disk.from, budget, ITEM_OVERHEAD) {
             Ok(batch) => batch,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read queued items back from the journal");
@@ -381,7 +391,8 @@ impl Store {
             data: item.data.clone(),
         });
         let spill = self.journal.is_some()
-            && (self.disk.count > 0 || self.mem_bytes + size > self.config.max_memory_size);
+            && (self.disk.count > 0
+                || self.footprint() + size + ITEM_OVERHEAD > self.config.max_memory_size);
         if spill {
             if self.disk.count == 0 {
                 self.disk.from = seq;
@@ -715,6 +726,18 @@ impl Queue {
             && store.expiring.is_empty()
             && st.waiters.is_empty()
             && now_ms().saturating_sub(store.created_ms) >= max_age.as_millis() as i64
+    }
+
+    /// Memory the queue's items take (ready and open, with their overhead).
+    pub fn memory_bytes(&self) -> u64 {
+        let st = self.lock();
+        let open: u64 = st
+            .store
+            .open
+            .values()
+            .map(|i| i.size() + ITEM_OVERHEAD)
+            .sum();
+        st.store.footprint() + open
     }
 
     /// The settings in force.
