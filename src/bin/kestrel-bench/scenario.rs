@@ -468,6 +468,8 @@ pub fn fairness(
             Ok(row)
         },
     )?;
+    let mut row = row;
+    row.connections = small_clients;
     let mut rows = vec![row];
     if let Some((lat, ops)) = large.into_inner().expect("lock") {
         let mut big = Row::new("fairness large puts", ops, ops, duration, &lat);
