@@ -1,0 +1,35 @@
+'use strict';
+// Starts real kestrel servers (KESTREL_BIN, or the workspace's debug build).
+const { spawn } = require('child_process');
+const path = require('path');
+const readline = require('readline');
+
+const BINARY = process.env.KESTREL_BIN || path.join(__dirname, '..', '..', '..', 'target', 'debug', 'kestrel');
+
+function start(dataDir) {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('KESTREL_')));
+  const proc = spawn(BINARY, ['--listen', '127.0.0.1', '--thrift-port', '0', '--memcache-port', 'off',
+    '--text-port', 'off', '--data-dir', dataDir], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  return new Promise((resolve, reject) => {
+    let address = null;
+    const timer = setTimeout(() => reject(new Error('kestrel did not start')), 20000);
+    readline.createInterface({ input: proc.stderr }).on('line', (line) => {
+      const m = line.match(/thrift listening on (\S+)/);
+      if (m) address = m[1];
+      if (line.includes('ready to serve')) {
+        clearTimeout(timer);
+        resolve({
+          address,
+          stop: () => new Promise((done) => {
+            if (proc.exitCode !== null) return done();
+            proc.once('exit', () => done());
+            proc.kill('SIGTERM');
+          }),
+        });
+      }
+    });
+    proc.once('error', reject);
+  });
+}
+
+module.exports = { start };

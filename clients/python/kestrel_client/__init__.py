@@ -1,0 +1,225 @@
+"""A client for kestrel, and for Kestrel 2.4 servers, over Thrift.
+
+The generated stubs (``kestrel_client.gen``, from ``idl/kestrel.thrift``)
+speak the protocol; this module adds what an application needs around them:
+
+- several servers, Kestrel's way: ``put`` goes to one server per call,
+  round-robin, skipping servers that are down or refuse writes; ``get`` polls
+  the servers in turn;
+- reconnects: a broken connection is dropped and the server tried again
+  after ``retry_after`` seconds;
+- reliable reads: ``consume`` runs a handler on items opened with an
+  auto-abort deadline, confirms what it handled and aborts what it failed on.
+
+    client = Client(["127.0.0.1:2229"])
+    client.put("jobs", [b"hello"])
+    client.consume("jobs", print, timeout=1.0)
+"""
+
+import socket
+import time
+
+from thrift.protocol import TBinaryProtocol
+from thrift.Thrift import TApplicationException
+from thrift.transport import TSocket, TTransport
+
+from .gen import Kestrel
+from .gen.ttypes import QueueInfo, Status
+
+__all__ = ["Client", "QueueInfo", "Status", "Unavailable", "Refused"]
+
+
+class Unavailable(Exception):
+    """No server could be reached."""
+
+
+class Refused(Exception):
+    """A server refused the call (bad queue name, read-only server, ...)."""
+
+
+class _Server:
+    def __init__(self, address):
+        host, _, port = address.rpartition(":")
+        self.host, self.port = host or "127.0.0.1", int(port)
+        self.address = address
+        self.conn = None
+        self.socket = None
+        self.down_until = 0.0
+
+    def close(self):
+        if self.conn is not None:
+            try:
+                self.conn[1].close()
+            except Exception:
+                pass
+        self.conn = None
+
+
+class Client:
+    """A client of one or more servers (``"host:port"`` strings, Thrift port)."""
+
+    def __init__(self, servers, connect_timeout=1.0, timeout=5.0, retry_after=1.0, poll_slice=0.1):
+        if isinstance(servers, str):
+            servers = [servers]
+        self._servers = [_Server(s) for s in servers]
+        if not self._servers:
+            raise ValueError("no servers given")
+        self._next = 0
+        self.connect_timeout, self.timeout = connect_timeout, timeout
+        self.retry_after, self.poll_slice = retry_after, poll_slice
+
+    # -- plumbing ---------------------------------------------------------
+
+    def _order(self):
+        """Servers from the next one in turn: those up first, resting ones last."""
+        n = len(self._servers)
+        start, self._next = self._next % n, (self._next + 1) % n
+        ring = [self._servers[(start + k) % n] for k in range(n)]
+        now = time.monotonic()
+        return [s for s in ring if s.down_until <= now] + [s for s in ring if s.down_until > now]
+
+    def _connect(self, server):
+        sock = TSocket.TSocket(server.host, server.port)
+        sock.setTimeout(self.connect_timeout * 1000)
+        transport = TTransport.TFramedTransport(sock)
+        transport.open()
+        sock.handle.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        server.socket = sock
+        server.conn = (Kestrel.Client(TBinaryProtocol.TBinaryProtocolAccelerated(transport)), transport)
+
+    def _call(self, server, call, wait=0.0):
+        """Runs ``call(stub)`` on ``server``; raises Refused, or Unavailable
+        (after dropping the connection) when the server cannot be reached."""
+        try:
+            if server.conn is None:
+                self._connect(server)
+                server.down_until = 0.0
+            server.socket.setTimeout((self.timeout + wait) * 1000)
+            return call(server.conn[0])
+        except TApplicationException as e:
+            raise Refused(f"{server.address}: {e.message}") from e
+        except (TTransport.TTransportException, OSError, EOFError) as e:
+            server.close()
+            server.down_until = time.monotonic() + self.retry_after
+            raise Unavailable(f"{server.address}: {e}") from e
+
+    def _first(self, call, servers=None):
+        last = Unavailable("no server tried")
+        for server in servers or self._order():
+            try:
+                return self._call(server, call)
+            except (Refused, Unavailable) as e:
+                last = e
+        raise last
+
+    def _all(self, call):
+        reached, last = [], Unavailable("no server tried")
+        for server in self._servers:
+            try:
+                reached.append(self._call(server, call))
+            except Unavailable as e:
+                last = e
+        if not reached:
+            raise last
+        return reached
+
+    def _poll(self, queue, max_items, timeout, auto_abort_ms):
+        """Polls the servers in turn until one has items; returns (server, items)."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while True:
+            reached = False
+            for server in self._order():
+                wait = max(0.0, min(deadline - time.monotonic(), self.poll_slice))
+                try:
+                    items = self._call(server, lambda k: k.get(queue, max_items, int(wait * 1000), auto_abort_ms),
+                                       wait)
+                except Unavailable as e:
+                    last = e
+                    continue
+                reached = True
+                if items:
+                    return server, items
+            if time.monotonic() >= deadline:
+                if not reached and last is not None:
+                    raise last
+                return None, []
+            if not reached:
+                time.sleep(min(self.poll_slice, max(0.0, deadline - time.monotonic())))
+
+    # -- operations -------------------------------------------------------
+
+    def put(self, queue, items, expiry_ms=0):
+        """Puts ``items`` (bytes) on one server; returns how many it accepted."""
+        return self._first(lambda k: k.put(queue, list(items), expiry_ms))
+
+    def get(self, queue, max_items=1, timeout=0.0):
+        """Up to ``max_items`` items, polling the servers for up to ``timeout`` seconds."""
+        _, items = self._poll(queue, max_items, timeout, 0)
+        return [i.data for i in items]
+
+    def consume(self, queue, handler, max_items=1, timeout=0.0, auto_abort=30.0):
+        """Runs ``handler(data)`` on up to ``max_items`` items read reliably.
+        Handled items are confirmed; if the handler raises, that item and the
+        rest of the batch are aborted (back at the head) and the exception
+        propagates. Returns how many items were handled."""
+        server, items = self._poll(queue, max_items, timeout, max(1, int(auto_abort * 1000)))
+        done, back, error = set(), set(), None
+        for item in items:
+            if error is not None:
+                back.add(item.id)
+                continue
+            try:
+                handler(item.data)
+                done.add(item.id)
+            except Exception as e:  # noqa: BLE001 - any handler failure puts the item back
+                back.add(item.id)
+                error = e
+        if back:
+            self._call(server, lambda k: k.abort(queue, back))
+        if done:
+            self._call(server, lambda k: k.confirm(queue, done))
+        if error is not None:
+            raise error
+        return len(done)
+
+    def peek(self, queue):
+        """What every reachable server reports for ``queue``, added up."""
+        infos = self._all(lambda k: k.peek(queue))
+        return QueueInfo(
+            head_item=next((i.head_item for i in infos if i.head_item is not None), None),
+            items=sum(i.items for i in infos),
+            bytes=sum(i.bytes for i in infos),
+            journal_bytes=sum(i.journal_bytes for i in infos),
+            age=max(i.age for i in infos),
+            waiters=sum(i.waiters for i in infos),
+            open_transactions=sum(i.open_transactions for i in infos),
+        )
+
+    def flush(self, queue):
+        """Removes every item of ``queue`` on every server."""
+        self._all(lambda k: k.flush_queue(queue))
+
+    def delete(self, queue):
+        """Deletes ``queue`` on every server."""
+        self._all(lambda k: k.delete_queue(queue))
+
+    def version(self):
+        return self._first(lambda k: k.get_version())
+
+    def status(self):
+        return self._first(lambda k: k.current_status())
+
+    def set_status(self, status):
+        """Sets the status (``Status.UP``, ``READ_ONLY``, ``QUIESCENT``) of every server."""
+        self._all(lambda k: k.set_status(status))
+
+    def close(self):
+        for server in self._servers:
+            server.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        self.close()

@@ -1,0 +1,376 @@
+//! A client for kestrel, and for Kestrel 2.4 servers: the Thrift API over
+//! framed transport and binary protocol, with what an application needs
+//! around the generated stubs.
+//!
+//! - **Several servers.** Puts go to one server per call, round-robin,
+//!   skipping servers that are down or refuse writes; gets poll the servers
+//!   in turn. Servers never talk to each other (Kestrel's "loosely ordered"
+//!   model), so one dead server never stops the client.
+//! - **Reconnects.** A broken connection is dropped, and the server is tried
+//!   again after [`Config::retry_after`].
+//! - **Reliable reads.** [`Client::consume`] runs a handler on items opened
+//!   with an auto-abort deadline, confirms what it handled and aborts (puts
+//!   back) what it failed on.
+//!
+//! ```no_run
+//! let mut client = kestrel_client::Client::new(["127.0.0.1:2229"], Default::default()).unwrap();
+//! client.put("jobs", &[b"hello".to_vec()], None).unwrap();
+//! let items = client.get("jobs", 1, std::time::Duration::from_secs(1)).unwrap();
+//! ```
+
+#[path = "../../../gen/rs/kestrel.rs"]
+#[allow(clippy::all, clippy::pedantic, dead_code, missing_docs)]
+#[rustfmt::skip]
+mod generated;
+
+use std::collections::BTreeSet;
+use std::io;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol};
+use thrift::transport::{
+    ReadHalf, TFramedReadTransport, TFramedWriteTransport, TIoChannel, TTcpChannel, WriteHalf,
+};
+
+pub use generated::{Item, QueueInfo, Status};
+use generated::{KestrelSyncClient, TKestrelSyncClient};
+
+/// Timeouts and retry behaviour.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// How long to wait for a connection.
+    pub connect_timeout: Duration,
+    /// How long to wait for a reply (a blocking get adds its own timeout).
+    pub timeout: Duration,
+    /// How long a server that failed is left alone before it is tried again.
+    pub retry_after: Duration,
+    /// How long one server is waited on, in turn, while a get polls them all.
+    pub poll_slice: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            connect_timeout: Duration::from_secs(1),
+            timeout: Duration::from_secs(5),
+            retry_after: Duration::from_secs(1),
+            poll_slice: Duration::from_millis(100),
+        }
+    }
+}
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No server could be reached (the last failure is given).
+    #[error("no server available: {0}")]
+    Unavailable(String),
+    /// A server refused the call (bad queue name, read-only server, …).
+    #[error("refused by {server}: {message}")]
+    Refused { server: SocketAddr, message: String },
+    /// An address could not be resolved.
+    #[error("bad server address: {0}")]
+    Address(#[from] io::Error),
+}
+
+/// A failed [`Client::consume`]: the client failed, or the handler did (its
+/// item and the rest of the batch were put back).
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError<E> {
+    #[error(transparent)]
+    Client(#[from] Error),
+    #[error("handler failed: {0}")]
+    Handler(E),
+}
+
+type Conn = KestrelSyncClient<
+    TBinaryInputProtocol<TFramedReadTransport<ReadHalf<TTcpChannel>>>,
+    TBinaryOutputProtocol<TFramedWriteTransport<WriteHalf<TTcpChannel>>>,
+>;
+
+struct Server {
+    addr: SocketAddr,
+    /// The connection, and a handle on its socket to set timeouts.
+    conn: Option<(Conn, TcpStream)>,
+    down_until: Option<Instant>,
+}
+
+/// A client of one or more servers.
+pub struct Client {
+    servers: Vec<Server>,
+    next: usize,
+    config: Config,
+}
+
+/// Why one call to one server failed.
+enum Failure {
+    /// The connection is broken or could not be made: try another server.
+    Down(String),
+    /// The server answered with an exception: it refuses this call.
+    Refused(String),
+}
+
+impl Client {
+    /// A client of `servers` (`host:port`, Thrift port). No connection is made
+    /// until the first call.
+    pub fn new<A: ToSocketAddrs>(servers: impl IntoIterator<Item = A>, config: Config) -> Result<Client, Error> {
+        let mut list = Vec::new();
+        for s in servers {
+            for addr in s.to_socket_addrs()? {
+                list.push(Server { addr, conn: None, down_until: None });
+            }
+        }
+        if list.is_empty() {
+            return Err(Error::Unavailable("no servers given".into()));
+        }
+        Ok(Client { servers: list, next: 0, config })
+    }
+
+    /// Server indexes starting at the next one in turn: those up first, then
+    /// those resting after a failure (as a last resort).
+    fn order(&mut self) -> Vec<usize> {
+        let n = self.servers.len();
+        let start = self.next % n;
+        self.next = (self.next + 1) % n;
+        let now = Instant::now();
+        let (mut up, mut down): (Vec<usize>, Vec<usize>) =
+            (0..n).map(|k| (start + k) % n).partition(|&i| self.servers[i].down_until.is_none_or(|t| t <= now));
+        up.append(&mut down);
+        up
+    }
+
+    /// Runs `call` on server `i`, connecting first if needed.
+    fn on<T>(&mut self, i: usize, wait: Duration, call: impl FnOnce(&mut Conn) -> thrift::Result<T>) -> Result<T, Failure> {
+        let config = self.config;
+        let server = &mut self.servers[i];
+        if server.conn.is_none() {
+            match connect(server.addr, &config) {
+                Ok(conn) => {
+                    server.conn = Some(conn);
+                    server.down_until = None;
+                }
+                Err(e) => {
+                    server.down_until = Some(Instant::now() + config.retry_after);
+                    return Err(Failure::Down(format!("{}: {e}", server.addr)));
+                }
+            }
+        }
+        let (conn, socket) = server.conn.as_mut().expect("connected above");
+        let _ = socket.set_read_timeout(Some(config.timeout + wait));
+        match call(conn) {
+            Ok(v) => Ok(v),
+            Err(thrift::Error::Application(e)) => Err(Failure::Refused(e.message)),
+            Err(e) => {
+                server.conn = None;
+                server.down_until = Some(Instant::now() + config.retry_after);
+                Err(Failure::Down(format!("{}: {e}", server.addr)))
+            }
+        }
+    }
+
+    /// Puts `items` on one server (round-robin, skipping servers that are
+    /// down or refuse). `expiry`: the items expire that long after the put.
+    /// Returns how many items the server accepted.
+    pub fn put(&mut self, queue: &str, items: &[Vec<u8>], expiry: Option<Duration>) -> Result<i32, Error> {
+        let expiry = expiry.map_or(0, millis);
+        let mut last = Error::Unavailable("no server tried".into());
+        for i in self.order() {
+            match self.on(i, Duration::ZERO, |c| c.put(queue.into(), items.to_vec(), expiry)) {
+                Ok(n) => return Ok(n),
+                Err(f) => last = self.error(i, f),
+            }
+        }
+        Err(last)
+    }
+
+    /// Gets up to `max` items, polling the servers in turn until one has
+    /// some or `timeout` has passed.
+    pub fn get(&mut self, queue: &str, max: i32, timeout: Duration) -> Result<Vec<Vec<u8>>, Error> {
+        let (_, items) = self.poll(queue, max, timeout, 0)?;
+        Ok(items.into_iter().map(|i| i.data.unwrap_or_default()).collect())
+    }
+
+    /// Gets up to `max` items opened with an `auto_abort` deadline and runs
+    /// `handler` on each: the ones it handles are confirmed; when it fails,
+    /// that item and the rest of the batch are aborted (back at the head of
+    /// the queue) and the error is returned. Returns how many were handled.
+    pub fn consume<E>(
+        &mut self,
+        queue: &str,
+        max: i32,
+        timeout: Duration,
+        auto_abort: Duration,
+        mut handler: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<usize, ConsumeError<E>> {
+        let (server, items) = self.poll(queue, max, timeout, millis(auto_abort).max(1))?;
+        let mut done = BTreeSet::new();
+        let mut failure = None;
+        let mut back = BTreeSet::new();
+        for item in &items {
+            let id = item.id.unwrap_or(0);
+            if failure.is_some() {
+                back.insert(id);
+                continue;
+            }
+            match handler(item.data.as_deref().unwrap_or_default()) {
+                Ok(()) => {
+                    done.insert(id);
+                }
+                Err(e) => {
+                    back.insert(id);
+                    failure = Some(e);
+                }
+            }
+        }
+        let Some(i) = server else { return Ok(0) };
+        if !back.is_empty() {
+            self.on(i, Duration::ZERO, |c| c.abort(queue.into(), back)).map_err(|f| self.error(i, f))?;
+        }
+        let handled = done.len();
+        if !done.is_empty() {
+            self.on(i, Duration::ZERO, |c| c.confirm(queue.into(), done)).map_err(|f| self.error(i, f))?;
+        }
+        match failure {
+            Some(e) => Err(ConsumeError::Handler(e)),
+            None => Ok(handled),
+        }
+    }
+
+    /// Polls the servers in turn for items; returns the server they came from.
+    fn poll(
+        &mut self,
+        queue: &str,
+        max: i32,
+        timeout: Duration,
+        auto_abort_ms: i32,
+    ) -> Result<(Option<usize>, Vec<Item>), Error> {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        loop {
+            let mut reached = false;
+            for i in self.order() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let wait = left.min(self.config.poll_slice);
+                match self.on(i, wait, |c| c.get(queue.into(), max, millis(wait), auto_abort_ms)) {
+                    Ok(items) if !items.is_empty() => return Ok((Some(i), items)),
+                    Ok(_) => reached = true,
+                    Err(f) => last = Some(self.error(i, f)),
+                }
+            }
+            if Instant::now() >= deadline {
+                return match (reached, last) {
+                    (false, Some(e)) => Err(e),
+                    _ => Ok((None, Vec::new())),
+                };
+            }
+            if !reached {
+                // Every server is down: wait a little before trying again.
+                std::thread::sleep(self.config.poll_slice.min(deadline.saturating_duration_since(Instant::now())));
+            }
+        }
+    }
+
+    fn error(&self, i: usize, f: Failure) -> Error {
+        match f {
+            Failure::Down(m) => Error::Unavailable(m),
+            Failure::Refused(message) => Error::Refused { server: self.servers[i].addr, message },
+        }
+    }
+
+    /// Runs `call` on every server it can reach; fails only if it reached none.
+    fn on_all(&mut self, call: impl Fn(&mut Conn) -> thrift::Result<()>) -> Result<(), Error> {
+        let mut ok = false;
+        let mut last = Error::Unavailable("no server tried".into());
+        for i in 0..self.servers.len() {
+            match self.on(i, Duration::ZERO, &call) {
+                Ok(()) => ok = true,
+                Err(f) => last = self.error(i, f),
+            }
+        }
+        if ok { Ok(()) } else { Err(last) }
+    }
+
+    /// Removes every item of `queue` on every server.
+    pub fn flush(&mut self, queue: &str) -> Result<(), Error> {
+        self.on_all(|c| c.flush_queue(queue.into()))
+    }
+
+    /// Deletes `queue` on every server.
+    pub fn delete(&mut self, queue: &str) -> Result<(), Error> {
+        self.on_all(|c| c.delete_queue(queue.into()))
+    }
+
+    /// Sets the status of every server.
+    pub fn set_status(&mut self, status: Status) -> Result<(), Error> {
+        self.on_all(|c| c.set_status(status))
+    }
+
+    /// What every reachable server reports for `queue`, added up (the head
+    /// item is the first server's that has one; the age is the largest).
+    pub fn peek(&mut self, queue: &str) -> Result<QueueInfo, Error> {
+        let mut total = QueueInfo::new(None, 0, 0, 0, 0, 0, 0);
+        let mut reached = None;
+        for i in 0..self.servers.len() {
+            match self.on(i, Duration::ZERO, |c| c.peek(queue.into())) {
+                Ok(info) => {
+                    reached = Some(());
+                    total.head_item = total.head_item.or(info.head_item);
+                    for (sum, v) in [
+                        (&mut total.items, info.items),
+                        (&mut total.bytes, info.bytes),
+                        (&mut total.journal_bytes, info.journal_bytes),
+                    ] {
+                        *sum = Some(sum.unwrap_or(0) + v.unwrap_or(0));
+                    }
+                    total.age = Some(total.age.unwrap_or(0).max(info.age.unwrap_or(0)));
+                    total.waiters = Some(total.waiters.unwrap_or(0) + info.waiters.unwrap_or(0));
+                    total.open_transactions =
+                        Some(total.open_transactions.unwrap_or(0) + info.open_transactions.unwrap_or(0));
+                }
+                Err(Failure::Refused(m)) => return Err(Error::Refused { server: self.servers[i].addr, message: m }),
+                Err(_) => {}
+            }
+        }
+        reached.map(|()| total).ok_or_else(|| Error::Unavailable("no server reachable".into()))
+    }
+
+    /// The version of the first reachable server.
+    pub fn version(&mut self) -> Result<String, Error> {
+        self.first(|c| c.get_version())
+    }
+
+    /// The status of the first reachable server.
+    pub fn status(&mut self) -> Result<Status, Error> {
+        self.first(|c| c.current_status())
+    }
+
+    fn first<T>(&mut self, call: impl Fn(&mut Conn) -> thrift::Result<T>) -> Result<T, Error> {
+        let mut last = Error::Unavailable("no server tried".into());
+        for i in self.order() {
+            match self.on(i, Duration::ZERO, &call) {
+                Ok(v) => return Ok(v),
+                Err(f) => last = self.error(i, f),
+            }
+        }
+        Err(last)
+    }
+}
+
+fn millis(d: Duration) -> i32 {
+    d.as_millis().min(i32::MAX as u128) as i32
+}
+
+fn connect(addr: SocketAddr, config: &Config) -> io::Result<(Conn, TcpStream)> {
+    let stream = TcpStream::connect_timeout(&addr, config.connect_timeout)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(config.timeout))?;
+    stream.set_write_timeout(Some(config.timeout))?;
+    let handle = stream.try_clone()?;
+    let (r, w) = TTcpChannel::with_stream(stream).split().map_err(|e| io::Error::other(e.to_string()))?;
+    let conn = KestrelSyncClient::new(
+        TBinaryInputProtocol::new(TFramedReadTransport::new(r), true),
+        TBinaryOutputProtocol::new(TFramedWriteTransport::new(w), true),
+    );
+    Ok((conn, handle))
+}

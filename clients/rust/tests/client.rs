@@ -1,0 +1,159 @@
+//! The client against real servers on loopback (the `kestrel` binary, from
+//! `KESTREL_BIN` or the workspace's debug build).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use kestrel_client::{Client, ConsumeError, Config};
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+fn binary() -> PathBuf {
+    std::env::var_os("KESTREL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/kestrel"))
+}
+
+impl Server {
+    fn start(data: &Path) -> Server {
+        let mut command = Command::new(binary());
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("KESTREL_")) {
+            command.env_remove(k);
+        }
+        let mut child = command
+            .args(["--listen", "127.0.0.1", "--thrift-port", "0", "--memcache-port", "off", "--text-port", "off"])
+            .arg("--data-dir")
+            .arg(data)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start kestrel (build it first, or set KESTREL_BIN)");
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut addr = None;
+        loop {
+            let line = rx.recv_timeout(Duration::from_secs(20)).expect("kestrel did not start");
+            if let Some(a) = line.split("thrift listening on ").nth(1) {
+                addr = a.split_whitespace().next().and_then(|a| a.parse().ok());
+            }
+            if line.contains("ready to serve") {
+                break;
+            }
+        }
+        Server { child, addr: addr.expect("thrift address") }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client(servers: &[SocketAddr]) -> Client {
+    Client::new(servers.iter().copied(), Config { retry_after: Duration::from_millis(200), ..Config::default() }).unwrap()
+}
+
+#[test]
+fn binary_items_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut c = client(&[server.addr]);
+    let item = vec![0u8, 255, 10, 13, 0, 1];
+    assert_eq!(c.put("rt", &[item.clone(), b"second".to_vec()], None).unwrap(), 2);
+    assert_eq!(c.get("rt", 5, Duration::ZERO).unwrap(), [item, b"second".to_vec()]);
+    assert_eq!(c.peek("rt").unwrap().items, Some(0));
+    assert!(!c.version().unwrap().is_empty());
+    assert_eq!(c.status().unwrap(), kestrel_client::Status::UP);
+}
+
+#[test]
+fn a_get_times_out_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut c = client(&[server.addr]);
+    let start = Instant::now();
+    assert!(c.get("empty", 1, Duration::from_millis(300)).unwrap().is_empty());
+    assert!(start.elapsed() >= Duration::from_millis(300));
+}
+
+#[test]
+fn consume_confirms_what_the_handler_handled_and_puts_back_what_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut c = client(&[server.addr]);
+    c.put("work", &[b"one".to_vec(), b"two".to_vec()], None).unwrap();
+    // The handler fails on the first item: it stays in the queue.
+    let failed = c.consume("work", 1, Duration::ZERO, Duration::from_secs(30), |_| Err("boom"));
+    assert!(matches!(failed, Err(ConsumeError::Handler("boom"))));
+    let info = c.peek("work").unwrap();
+    assert_eq!((info.items, info.open_transactions), (Some(2), Some(0)));
+    // Handled items are confirmed: gone for good.
+    let mut seen = Vec::new();
+    let handled = c
+        .consume("work", 5, Duration::ZERO, Duration::from_secs(30), |item| {
+            seen.push(item.to_vec());
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+    assert_eq!((handled, seen), (2, vec![b"one".to_vec(), b"two".to_vec()]));
+    let info = c.peek("work").unwrap();
+    assert_eq!((info.items, info.open_transactions), (Some(0), Some(0)));
+    // Nothing to consume: nothing handled.
+    assert_eq!(c.consume("work", 1, Duration::ZERO, Duration::from_secs(1), |_| Ok::<(), ()>(())).unwrap(), 0);
+}
+
+#[test]
+fn with_two_servers_one_stopped_mid_run_nothing_acknowledged_is_lost() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Server::start(dir_a.path());
+    let b = Server::start(dir_b.path());
+    let mut c = client(&[a.addr, b.addr]);
+    let mut acked = Vec::new();
+    let mut a = Some(a);
+    for i in 0..200 {
+        if i == 100 {
+            // Stop server A: the client carries on with B.
+            let mut stopped = a.take().unwrap();
+            let _ = Command::new("kill").arg("-TERM").arg(stopped.child.id().to_string()).status();
+            let _ = stopped.child.wait();
+        }
+        let item = format!("item-{i:03}").into_bytes();
+        if c.put("two", std::slice::from_ref(&item), None).unwrap() == 1 {
+            acked.push(item);
+        }
+    }
+    assert_eq!(acked.len(), 200, "every put was acknowledged by one server or the other");
+    // Gets keep working with A down.
+    assert_eq!(c.get("two", 1, Duration::from_millis(500)).unwrap().len(), 1);
+    // Bring A back (new port) and collect everything from both.
+    let a = Server::start(dir_a.path());
+    let mut all = Vec::new();
+    let mut reader = client(&[a.addr, b.addr]);
+    loop {
+        let got = reader.get("two", 100, Duration::ZERO).unwrap();
+        if got.is_empty() {
+            break;
+        }
+        all.extend(got);
+    }
+    all.sort();
+    let mut expected = acked.clone();
+    expected.sort();
+    // One item was taken by the get above.
+    assert_eq!(all.len(), 199);
+    assert!(all.iter().all(|i| expected.contains(i)));
+}
