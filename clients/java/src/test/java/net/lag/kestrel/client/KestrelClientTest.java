@@ -1,0 +1,195 @@
+package net.lag.kestrel.client;
+
+import java.io.BufferedReader;
+import java.io.File;
+import java.io.InputStreamReader;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Set;
+import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.TimeUnit;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+import net.lag.kestrel.thrift.QueueInfo;
+import net.lag.kestrel.thrift.Status;
+
+/**
+ * The Java client against real servers on loopback (KESTREL_BIN, or the workspace's debug
+ * build). A plain runner: every test runs, failures are listed, and the exit status says.
+ */
+public final class KestrelClientTest {
+  private static final Pattern LISTENING = Pattern.compile("thrift listening on (\\S+)");
+
+  /** A kestrel process on a data directory. */
+  static final class Server implements AutoCloseable {
+    final Process process;
+    final String address;
+
+    Server(Path data) throws Exception {
+      String bin = System.getenv().getOrDefault("KESTREL_BIN",
+          new File("../../target/debug/kestrel").getAbsolutePath());
+      ProcessBuilder pb = new ProcessBuilder(bin, "--listen", "127.0.0.1", "--thrift-port", "0",
+          "--memcache-port", "off", "--text-port", "off", "--data-dir", data.toString());
+      pb.environment().keySet().removeIf(k -> k.startsWith("KESTREL_"));
+      pb.redirectOutput(ProcessBuilder.Redirect.DISCARD);
+      process = pb.start();
+      BlockingQueue<String> lines = new LinkedBlockingQueue<>();
+      Thread pump = new Thread(() -> {
+        try (BufferedReader r = new BufferedReader(
+            new InputStreamReader(process.getErrorStream(), StandardCharsets.UTF_8))) {
+          for (String line; (line = r.readLine()) != null; ) {
+            lines.add(line);
+          }
+        } catch (Exception ignored) {
+          // the process ended
+        }
+      });
+      pump.setDaemon(true);
+      pump.start();
+      String found = null;
+      while (true) {
+        String line = lines.poll(20, TimeUnit.SECONDS);
+        if (line == null) {
+          throw new IllegalStateException("kestrel did not start");
+        }
+        Matcher m = LISTENING.matcher(line);
+        if (m.find()) {
+          found = m.group(1);
+        }
+        if (line.contains("ready to serve")) {
+          break;
+        }
+      }
+      address = found;
+    }
+
+    @Override
+    public void close() throws Exception {
+      process.destroy(); // SIGTERM: a clean stop
+      process.waitFor(20, TimeUnit.SECONDS);
+    }
+  }
+
+  private static void check(boolean ok, String what) {
+    if (!ok) {
+      throw new AssertionError(what);
+    }
+  }
+
+  private static KestrelClient client(String... servers) {
+    KestrelClient.Config config = new KestrelClient.Config();
+    config.retryAfterMs = 200;
+    return new KestrelClient(Arrays.asList(servers), config);
+  }
+
+  static void binaryItemsRoundTrip() throws Exception {
+    try (Server s = new Server(Files.createTempDirectory("kestrel-java"));
+        KestrelClient c = client(s.address)) {
+      byte[] item = {0, (byte) 255, 10, 13, 0, 1};
+      check(c.put("rt", List.of(item, "second".getBytes()), 0) == 2, "both items put");
+      List<byte[]> got = c.get("rt", 5, 0);
+      check(got.size() == 2 && Arrays.equals(got.get(0), item)
+          && new String(got.get(1)).equals("second"), "the same bytes back, in order");
+      check(c.peek("rt").getItems() == 0, "queue empty");
+      check(!c.version().isEmpty(), "a version");
+      check(c.status() == Status.UP, "status UP");
+    }
+  }
+
+  static void aGetTimesOutEmpty() throws Exception {
+    try (Server s = new Server(Files.createTempDirectory("kestrel-java"));
+        KestrelClient c = client(s.address)) {
+      long start = System.currentTimeMillis();
+      check(c.get("empty", 1, 300).isEmpty(), "nothing");
+      check(System.currentTimeMillis() - start >= 300, "waited the timeout");
+    }
+  }
+
+  static void consumeConfirmsHandledItemsAndPutsBackFailedOnes() throws Exception {
+    try (Server s = new Server(Files.createTempDirectory("kestrel-java"));
+        KestrelClient c = client(s.address)) {
+      c.put("work", List.of("one".getBytes(), "two".getBytes()), 0);
+      try {
+        c.consume("work", item -> {
+          throw new IllegalStateException("boom");
+        }, 1, 0, 30000);
+        check(false, "the handler's failure is rethrown");
+      } catch (IllegalStateException expected) {
+        check(expected.getMessage().equals("boom"), "the handler's own exception");
+      }
+      QueueInfo info = c.peek("work");
+      check(info.getItems() == 2 && info.getOpen_transactions() == 0, "the failed item is back");
+      List<String> seen = new ArrayList<>();
+      check(c.consume("work", item -> seen.add(new String(item)), 5, 0, 30000) == 2, "two handled");
+      check(seen.equals(List.of("one", "two")), "in order");
+      info = c.peek("work");
+      check(info.getItems() == 0 && info.getOpen_transactions() == 0, "confirmed: gone");
+      check(c.consume("work", item -> { }, 1, 0, 1000) == 0, "nothing left");
+    }
+  }
+
+  static void withTwoServersOneStoppedMidRunNothingAcknowledgedIsLost() throws Exception {
+    Path dirA = Files.createTempDirectory("kestrel-java");
+    Set<String> acked = new HashSet<>();
+    try (Server b = new Server(Files.createTempDirectory("kestrel-java"))) {
+      Server a = new Server(dirA);
+      try (KestrelClient c = client(a.address, b.address)) {
+        for (int i = 0; i < 200; i++) {
+          if (i == 100) {
+            a.close();
+          }
+          String item = String.format("item-%03d", i);
+          if (c.put("two", List.of(item.getBytes()), 0) == 1) {
+            acked.add(item);
+          }
+        }
+        check(acked.size() == 200, "every put acknowledged by one server or the other");
+        check(c.get("two", 1, 500).size() == 1, "gets go on with one server down");
+      }
+      try (Server a2 = new Server(dirA); KestrelClient reader = client(a2.address, b.address)) {
+        List<String> found = new ArrayList<>();
+        for (List<byte[]> got; !(got = reader.get("two", 100, 0)).isEmpty(); ) {
+          for (byte[] g : got) {
+            found.add(new String(g));
+          }
+        }
+        check(found.size() == 199 && acked.containsAll(found), "all acknowledged items there");
+      }
+    }
+  }
+
+  @FunctionalInterface
+  interface Test {
+    void run() throws Exception;
+  }
+
+  public static void main(String[] args) {
+    Object[][] tests = {
+      {"binary items round trip", (Test) KestrelClientTest::binaryItemsRoundTrip},
+      {"a get times out empty", (Test) KestrelClientTest::aGetTimesOutEmpty},
+      {"consume confirms handled items and puts back failed ones",
+          (Test) KestrelClientTest::consumeConfirmsHandledItemsAndPutsBackFailedOnes},
+      {"with two servers, one stopped mid-run, nothing acknowledged is lost",
+          (Test) KestrelClientTest::withTwoServersOneStoppedMidRunNothingAcknowledgedIsLost},
+    };
+    int failed = 0;
+    for (Object[] t : tests) {
+      try {
+        ((Test) t[1]).run();
+        System.out.println("ok     " + t[0]);
+      } catch (Throwable e) {
+        failed++;
+        System.out.println("FAILED " + t[0] + ": " + e);
+      }
+    }
+    System.out.println(tests.length - failed + " passed, " + failed + " failed");
+    System.exit(failed == 0 ? 0 : 1);
+  }
+}
