@@ -12,9 +12,18 @@ def python_blocks():
     return re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
 
 
-def test_thrift_example_runs(server):
-    code = python_blocks()[0].replace("2229", str(server.thrift[1]))
+def run_block(index, server):
+    code = python_blocks()[index].replace("2229", str(server.thrift[1]))
     out = subprocess.run([sys.executable, "-c", code], cwd=README.parent, capture_output=True,
                          text=True, timeout=30)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "b'hello' 1"
+    return out.stdout.strip()
+
+
+def test_thrift_example_runs(server):
+    assert run_block(0, server) == "b'hello' 1"
+
+
+def test_python_client_example_runs(server):
+    # tests/run installs clients/python into the venv, as the README says to.
+    assert run_block(1, server) == "[b'hello']"

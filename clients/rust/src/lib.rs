@@ -114,17 +114,28 @@ enum Failure {
 impl Client {
     /// A client of `servers` (`host:port`, Thrift port). No connection is made
     /// until the first call.
-    pub fn new<A: ToSocketAddrs>(servers: impl IntoIterator<Item = A>, config: Config) -> Result<Client, Error> {
+    pub fn new<A: ToSocketAddrs>(
+        servers: impl IntoIterator<Item = A>,
+        config: Config,
+    ) -> Result<Client, Error> {
         let mut list = Vec::new();
         for s in servers {
             for addr in s.to_socket_addrs()? {
-                list.push(Server { addr, conn: None, down_until: None });
+                list.push(Server {
+                    addr,
+                    conn: None,
+                    down_until: None,
+                });
             }
         }
         if list.is_empty() {
             return Err(Error::Unavailable("no servers given".into()));
         }
-        Ok(Client { servers: list, next: 0, config })
+        Ok(Client {
+            servers: list,
+            next: 0,
+            config,
+        })
     }
 
     /// Server indexes starting at the next one in turn: those up first, then
@@ -134,14 +145,20 @@ impl Client {
         let start = self.next % n;
         self.next = (self.next + 1) % n;
         let now = Instant::now();
-        let (mut up, mut down): (Vec<usize>, Vec<usize>) =
-            (0..n).map(|k| (start + k) % n).partition(|&i| self.servers[i].down_until.is_none_or(|t| t <= now));
+        let (mut up, mut down): (Vec<usize>, Vec<usize>) = (0..n)
+            .map(|k| (start + k) % n)
+            .partition(|&i| self.servers[i].down_until.is_none_or(|t| t <= now));
         up.append(&mut down);
         up
     }
 
     /// Runs `call` on server `i`, connecting first if needed.
-    fn on<T>(&mut self, i: usize, wait: Duration, call: impl FnOnce(&mut Conn) -> thrift::Result<T>) -> Result<T, Failure> {
+    fn on<T>(
+        &mut self,
+        i: usize,
+        wait: Duration,
+        call: impl FnOnce(&mut Conn) -> thrift::Result<T>,
+    ) -> Result<T, Failure> {
         let config = self.config;
         let server = &mut self.servers[i];
         if server.conn.is_none() {
@@ -172,11 +189,18 @@ impl Client {
     /// Puts `items` on one server (round-robin, skipping servers that are
     /// down or refuse). `expiry`: the items expire that long after the put.
     /// Returns how many items the server accepted.
-    pub fn put(&mut self, queue: &str, items: &[Vec<u8>], expiry: Option<Duration>) -> Result<i32, Error> {
+    pub fn put(
+        &mut self,
+        queue: &str,
+        items: &[Vec<u8>],
+        expiry: Option<Duration>,
+    ) -> Result<i32, Error> {
         let expiry = expiry.map_or(0, millis);
         let mut last = Error::Unavailable("no server tried".into());
         for i in self.order() {
-            match self.on(i, Duration::ZERO, |c| c.put(queue.into(), items.to_vec(), expiry)) {
+            match self.on(i, Duration::ZERO, |c| {
+                c.put(queue.into(), items.to_vec(), expiry)
+            }) {
                 Ok(n) => return Ok(n),
                 Err(f) => last = self.error(i, f),
             }
@@ -188,7 +212,10 @@ impl Client {
     /// some or `timeout` has passed.
     pub fn get(&mut self, queue: &str, max: i32, timeout: Duration) -> Result<Vec<Vec<u8>>, Error> {
         let (_, items) = self.poll(queue, max, timeout, 0)?;
-        Ok(items.into_iter().map(|i| i.data.unwrap_or_default()).collect())
+        Ok(items
+            .into_iter()
+            .map(|i| i.data.unwrap_or_default())
+            .collect())
     }
 
     /// Gets up to `max` items opened with an `auto_abort` deadline and runs
@@ -225,11 +252,13 @@ impl Client {
         }
         let Some(i) = server else { return Ok(0) };
         if !back.is_empty() {
-            self.on(i, Duration::ZERO, |c| c.abort(queue.into(), back)).map_err(|f| self.error(i, f))?;
+            self.on(i, Duration::ZERO, |c| c.abort(queue.into(), back))
+                .map_err(|f| self.error(i, f))?;
         }
         let handled = done.len();
         if !done.is_empty() {
-            self.on(i, Duration::ZERO, |c| c.confirm(queue.into(), done)).map_err(|f| self.error(i, f))?;
+            self.on(i, Duration::ZERO, |c| c.confirm(queue.into(), done))
+                .map_err(|f| self.error(i, f))?;
         }
         match failure {
             Some(e) => Err(ConsumeError::Handler(e)),
@@ -252,7 +281,9 @@ impl Client {
             for i in self.order() {
                 let left = deadline.saturating_duration_since(Instant::now());
                 let wait = left.min(self.config.poll_slice);
-                match self.on(i, wait, |c| c.get(queue.into(), max, millis(wait), auto_abort_ms)) {
+                match self.on(i, wait, |c| {
+                    c.get(queue.into(), max, millis(wait), auto_abort_ms)
+                }) {
                     Ok(items) if !items.is_empty() => return Ok((Some(i), items)),
                     Ok(_) => reached = true,
                     Err(f) => last = Some(self.error(i, f)),
@@ -266,7 +297,11 @@ impl Client {
             }
             if !reached {
                 // Every server is down: wait a little before trying again.
-                std::thread::sleep(self.config.poll_slice.min(deadline.saturating_duration_since(Instant::now())));
+                std::thread::sleep(
+                    self.config
+                        .poll_slice
+                        .min(deadline.saturating_duration_since(Instant::now())),
+                );
             }
         }
     }
@@ -274,7 +309,10 @@ impl Client {
     fn error(&self, i: usize, f: Failure) -> Error {
         match f {
             Failure::Down(m) => Error::Unavailable(m),
-            Failure::Refused(message) => Error::Refused { server: self.servers[i].addr, message },
+            Failure::Refused(message) => Error::Refused {
+                server: self.servers[i].addr,
+                message,
+            },
         }
     }
 
@@ -325,14 +363,22 @@ impl Client {
                     }
                     total.age = Some(total.age.unwrap_or(0).max(info.age.unwrap_or(0)));
                     total.waiters = Some(total.waiters.unwrap_or(0) + info.waiters.unwrap_or(0));
-                    total.open_transactions =
-                        Some(total.open_transactions.unwrap_or(0) + info.open_transactions.unwrap_or(0));
+                    total.open_transactions = Some(
+                        total.open_transactions.unwrap_or(0) + info.open_transactions.unwrap_or(0),
+                    );
                 }
-                Err(Failure::Refused(m)) => return Err(Error::Refused { server: self.servers[i].addr, message: m }),
+                Err(Failure::Refused(m)) => {
+                    return Err(Error::Refused {
+                        server: self.servers[i].addr,
+                        message: m,
+                    });
+                }
                 Err(_) => {}
             }
         }
-        reached.map(|()| total).ok_or_else(|| Error::Unavailable("no server reachable".into()))
+        reached
+            .map(|()| total)
+            .ok_or_else(|| Error::Unavailable("no server reachable".into()))
     }
 
     /// The version of the first reachable server.
@@ -367,7 +413,9 @@ fn connect(addr: SocketAddr, config: &Config) -> io::Result<(Conn, TcpStream)> {
     stream.set_read_timeout(Some(config.timeout))?;
     stream.set_write_timeout(Some(config.timeout))?;
     let handle = stream.try_clone()?;
-    let (r, w) = TTcpChannel::with_stream(stream).split().map_err(|e| io::Error::other(e.to_string()))?;
+    let (r, w) = TTcpChannel::with_stream(stream)
+        .split()
+        .map_err(|e| io::Error::other(e.to_string()))?;
     let conn = KestrelSyncClient::new(
         TBinaryInputProtocol::new(TFramedReadTransport::new(r), true),
         TBinaryOutputProtocol::new(TFramedWriteTransport::new(w), true),

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use kestrel_client::{Client, ConsumeError, Config};
+use kestrel_client::{Client, Config, ConsumeError};
 
 struct Server {
     child: Child,
@@ -28,7 +28,16 @@ impl Server {
             command.env_remove(k);
         }
         let mut child = command
-            .args(["--listen", "127.0.0.1", "--thrift-port", "0", "--memcache-port", "off", "--text-port", "off"])
+            .args([
+                "--listen",
+                "127.0.0.1",
+                "--thrift-port",
+                "0",
+                "--memcache-port",
+                "off",
+                "--text-port",
+                "off",
+            ])
             .arg("--data-dir")
             .arg(data)
             .stderr(Stdio::piped())
@@ -44,7 +53,9 @@ impl Server {
         });
         let mut addr = None;
         loop {
-            let line = rx.recv_timeout(Duration::from_secs(20)).expect("kestrel did not start");
+            let line = rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("kestrel did not start");
             if let Some(a) = line.split("thrift listening on ").nth(1) {
                 addr = a.split_whitespace().next().and_then(|a| a.parse().ok());
             }
@@ -52,7 +63,10 @@ impl Server {
                 break;
             }
         }
-        Server { child, addr: addr.expect("thrift address") }
+        Server {
+            child,
+            addr: addr.expect("thrift address"),
+        }
     }
 }
 
@@ -64,7 +78,14 @@ impl Drop for Server {
 }
 
 fn client(servers: &[SocketAddr]) -> Client {
-    Client::new(servers.iter().copied(), Config { retry_after: Duration::from_millis(200), ..Config::default() }).unwrap()
+    Client::new(
+        servers.iter().copied(),
+        Config {
+            retry_after: Duration::from_millis(200),
+            ..Config::default()
+        },
+    )
+    .unwrap()
 }
 
 #[test]
@@ -73,8 +94,15 @@ fn binary_items_round_trip() {
     let server = Server::start(dir.path());
     let mut c = client(&[server.addr]);
     let item = vec![0u8, 255, 10, 13, 0, 1];
-    assert_eq!(c.put("rt", &[item.clone(), b"second".to_vec()], None).unwrap(), 2);
-    assert_eq!(c.get("rt", 5, Duration::ZERO).unwrap(), [item, b"second".to_vec()]);
+    assert_eq!(
+        c.put("rt", &[item.clone(), b"second".to_vec()], None)
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        c.get("rt", 5, Duration::ZERO).unwrap(),
+        [item, b"second".to_vec()]
+    );
     assert_eq!(c.peek("rt").unwrap().items, Some(0));
     assert!(!c.version().unwrap().is_empty());
     assert_eq!(c.status().unwrap(), kestrel_client::Status::UP);
@@ -86,7 +114,11 @@ fn a_get_times_out_empty() {
     let server = Server::start(dir.path());
     let mut c = client(&[server.addr]);
     let start = Instant::now();
-    assert!(c.get("empty", 1, Duration::from_millis(300)).unwrap().is_empty());
+    assert!(
+        c.get("empty", 1, Duration::from_millis(300))
+            .unwrap()
+            .is_empty()
+    );
     assert!(start.elapsed() >= Duration::from_millis(300));
 }
 
@@ -95,9 +127,12 @@ fn consume_confirms_what_the_handler_handled_and_puts_back_what_failed() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let mut c = client(&[server.addr]);
-    c.put("work", &[b"one".to_vec(), b"two".to_vec()], None).unwrap();
+    c.put("work", &[b"one".to_vec(), b"two".to_vec()], None)
+        .unwrap();
     // The handler fails on the first item: it stays in the queue.
-    let failed = c.consume("work", 1, Duration::ZERO, Duration::from_secs(30), |_| Err("boom"));
+    let failed = c.consume("work", 1, Duration::ZERO, Duration::from_secs(30), |_| {
+        Err("boom")
+    });
     assert!(matches!(failed, Err(ConsumeError::Handler("boom"))));
     let info = c.peek("work").unwrap();
     assert_eq!((info.items, info.open_transactions), (Some(2), Some(0)));
@@ -113,7 +148,10 @@ fn consume_confirms_what_the_handler_handled_and_puts_back_what_failed() {
     let info = c.peek("work").unwrap();
     assert_eq!((info.items, info.open_transactions), (Some(0), Some(0)));
     // Nothing to consume: nothing handled.
-    assert_eq!(c.consume("work", 1, Duration::ZERO, Duration::from_secs(1), |_| Ok::<(), ()>(())).unwrap(), 0);
+    let nothing = c.consume("work", 1, Duration::ZERO, Duration::from_secs(1), |_| {
+        Ok::<(), ()>(())
+    });
+    assert_eq!(nothing.unwrap(), 0);
 }
 
 #[test]
@@ -128,7 +166,10 @@ fn with_two_servers_one_stopped_mid_run_nothing_acknowledged_is_lost() {
         if i == 100 {
             // Stop server A: the client carries on with B.
             let mut stopped = a.take().unwrap();
-            let _ = Command::new("kill").arg("-TERM").arg(stopped.child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(stopped.child.id().to_string())
+                .status();
             let _ = stopped.child.wait();
         }
         let item = format!("item-{i:03}").into_bytes();
@@ -136,9 +177,16 @@ fn with_two_servers_one_stopped_mid_run_nothing_acknowledged_is_lost() {
             acked.push(item);
         }
     }
-    assert_eq!(acked.len(), 200, "every put was acknowledged by one server or the other");
+    assert_eq!(
+        acked.len(),
+        200,
+        "every put was acknowledged by one server or the other"
+    );
     // Gets keep working with A down.
-    assert_eq!(c.get("two", 1, Duration::from_millis(500)).unwrap().len(), 1);
+    assert_eq!(
+        c.get("two", 1, Duration::from_millis(500)).unwrap().len(),
+        1
+    );
     // Bring A back (new port) and collect everything from both.
     let a = Server::start(dir_a.path());
     let mut all = Vec::new();
