@@ -37,6 +37,12 @@ fn journal_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
+/// The sequence numbers of every live item, read back from disk.
+fn live_seqs(j: &mut Journal) -> Vec<u64> {
+    let read = j.read_items(0, u64::MAX, 0).unwrap();
+    read.items.iter().map(|i| i.seq).collect()
+}
+
 /// Runs maintenance until nothing is left to reclaim, checkpointing first.
 fn maintain(j: &mut Journal) {
     let job = j.checkpoint_job(true).unwrap();
@@ -87,13 +93,7 @@ async fn recovery_replays_after_the_checkpoint_and_rolls_back_open_items() {
             rolled_back: 1
         }
     );
-    let got: Vec<u64> = j
-        .read_items(0, u64::MAX, 0)
-        .unwrap()
-        .items
-        .iter()
-        .map(|i| i.seq)
-        .collect();
+    let got = live_seqs(&mut j);
     assert_eq!(got, [2, 4, 5, 6]);
 }
 
@@ -120,13 +120,7 @@ async fn a_torn_tail_is_cut_and_appends_continue_after_it() {
     drop(j);
     let (mut j, r) = Journal::recover(dir.path(), config(1 << 20), "q").unwrap();
     assert_eq!(r.items, 3);
-    let got: Vec<u64> = j
-        .read_items(0, u64::MAX, 0)
-        .unwrap()
-        .items
-        .iter()
-        .map(|i| i.seq)
-        .collect();
+    let got = live_seqs(&mut j);
     assert_eq!(got, [1, 2, 3]);
 }
 
@@ -145,13 +139,7 @@ async fn a_damaged_record_loses_only_itself() {
     fs::write(&seg, bytes).unwrap();
     let (mut j, r) = Journal::recover(dir.path(), config(1 << 20), "q").unwrap();
     assert_eq!(r.items, 9);
-    let got: Vec<u64> = j
-        .read_items(0, u64::MAX, 0)
-        .unwrap()
-        .items
-        .iter()
-        .map(|i| i.seq)
-        .collect();
+    let got = live_seqs(&mut j);
     assert_eq!(got, [1, 2, 3, 4, 6, 7, 8, 9, 10]);
 }
 
@@ -172,13 +160,7 @@ async fn the_older_checkpoint_takes_over_from_a_damaged_newer_one() {
     .unwrap();
     let (mut j, r) = Journal::recover(dir.path(), config(1 << 20), "q").unwrap();
     assert_eq!((r.items, r.next_seq), (4, 6));
-    let got: Vec<u64> = j
-        .read_items(0, u64::MAX, 0)
-        .unwrap()
-        .items
-        .iter()
-        .map(|i| i.seq)
-        .collect();
+    let got = live_seqs(&mut j);
     assert_eq!(got, [2, 3, 4, 5]);
 }
 
@@ -229,24 +211,12 @@ async fn consumed_segments_are_deleted_and_sparse_ones_rewritten() {
         after <= 2 * live + 4096 + 1024,
         "{after} bytes for {live} live"
     );
-    let got: Vec<u64> = j
-        .read_items(0, u64::MAX, 0)
-        .unwrap()
-        .items
-        .iter()
-        .map(|i| i.seq)
-        .collect();
+    let got = live_seqs(&mut j);
     assert_eq!(got, (1..=20).map(|k| k * 10).collect::<Vec<_>>());
     drop(j);
     let (mut j, r) = Journal::recover(dir.path(), config(4096), "q").unwrap();
     assert_eq!(r.items, 20);
-    let got: Vec<u64> = j
-        .read_items(0, u64::MAX, 0)
-        .unwrap()
-        .items
-        .iter()
-        .map(|i| i.seq)
-        .collect();
+    let got = live_seqs(&mut j);
     assert_eq!(got.len(), 20);
     // A flush makes everything reclaimable.
     append_all(&mut j, [Record::Flush { below: 201 }]).await;
