@@ -261,15 +261,10 @@ fn queue_arg(word: Option<&&[u8]>) -> Result<String, String> {
 
 /// Parses one request line (without its line end).
 fn parse_line(line: &[u8]) -> Result<Line, String> {
-    let words: Vec<&[u8]> = line
-        .split(|&b| b == b' ')
-        .filter(|w| !w.is_empty())
-        .collect();
-    let Some(command) = words.first() else {
+    let Some((command, args)) = super::split_command(line) else {
         return Err("empty command line".into());
     };
-    let command = String::from_utf8_lossy(command).to_ascii_lowercase();
-    let args = &words[1..];
+    let args = &args[..];
     let request = match command.as_str() {
         "set" => return parse_set(args),
         "get" | "gets" => parse_get(args)?,

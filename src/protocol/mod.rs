@@ -67,3 +67,11 @@ fn take_item(buf: &mut BytesMut, len: usize) -> bytes::Bytes {
         buf.split_to(len).freeze()
     }
 }
+
+/// Splits a memcache or text command line at spaces: the command,
+/// lowercased, and its arguments. `None` for a blank line.
+fn split_command(line: &[u8]) -> Option<(String, Vec<&[u8]>)> {
+    let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
+    let command = String::from_utf8_lossy(words.next()?).to_ascii_lowercase();
+    Some((command, words.collect()))
+}

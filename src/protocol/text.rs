@@ -260,15 +260,10 @@ fn parse_line(line: &[u8]) -> Result<Parsed, String> {
         Some(rest) => (rest, true),
         None => (line, false),
     };
-    let words: Vec<&[u8]> = line
-        .split(|&b| b == b' ')
-        .filter(|w| !w.is_empty())
-        .collect();
-    let Some(command) = words.first() else {
+    let Some((command, args)) = super::split_command(line) else {
         return Err("Empty command.".into());
     };
-    let command = String::from_utf8_lossy(command).to_ascii_lowercase();
-    let args = &words[1..];
+    let args = &args[..];
     let queue = || {
         args.first()
             .ok_or_else(|| "Queue name required.".to_string())
