@@ -320,7 +320,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "tib" => 1 << 40,
         other => {
             return Err(format!(
-                "bad size {text:?}: unknown unit {other:?} (B, KB, KiB, MB, MiB, GB, GiB)"
+                "bad size {text:?}: unknown unit {other:?} (B, KB, KiB, MB, MiB, GB, GiB, TB, TiB)"
             ));
         }
     };
