@@ -2,8 +2,9 @@
 //
 // The generated stubs (kestrel/gen/go/kestrel, from idl/kestrel.thrift) speak the protocol;
 // this package adds what an application needs around them: several servers used Kestrel's
-// way (puts round-robin, gets polling every server), reconnects after a retry interval, and
-// reliable reads that confirm what a handler handled and abort what it failed on.
+// way (puts round-robin, gets polling every server, both skipping servers that are down or
+// refuse), reconnects after a retry interval, and reliable reads that confirm what a handler
+// handled and abort what it failed on.
 //
 // A Client is not safe for concurrent use: use one per goroutine.
 package kestrelclient
@@ -12,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/apache/thrift/lib/go/thrift"
@@ -91,8 +93,21 @@ func New(servers []string, config Config) (*Client, error) {
 	return c, nil
 }
 
-// order lists the servers from the next one in turn: those up first, resting ones last.
-func (c *Client) order() []*server {
+// millis converts d for the wire, where milliseconds are an int32.
+func millis(d time.Duration) int32 {
+	ms := d.Milliseconds()
+	if ms > math.MaxInt32 {
+		return math.MaxInt32
+	}
+	if ms < 0 {
+		return 0
+	}
+	return int32(ms)
+}
+
+// order lists the servers from the next one in turn: those up first, then those resting
+// after a failure, as a last resort or (skipResting) only when every server is resting.
+func (c *Client) order(skipResting bool) []*server {
 	n := len(c.servers)
 	start := c.next % n
 	c.next = (c.next + 1) % n
@@ -105,6 +120,9 @@ func (c *Client) order() []*server {
 		} else {
 			up = append(up, s)
 		}
+	}
+	if skipResting && len(up) > 0 {
+		return up
 	}
 	return append(up, resting...)
 }
@@ -145,7 +163,7 @@ func (c *Client) call(s *server, wait time.Duration, run func(*kestrel.KestrelCl
 // first runs call on the first server, in turn, that takes it.
 func (c *Client) first(run func(*kestrel.KestrelClient) error) error {
 	var last error
-	for _, s := range c.order() {
+	for _, s := range c.order(false) {
 		if last = c.call(s, 0, run); last == nil {
 			return nil
 		}
@@ -153,10 +171,10 @@ func (c *Client) first(run func(*kestrel.KestrelClient) error) error {
 	return last
 }
 
-// all runs call on every server. Servers that cannot be reached are skipped unless none
-// can; a refusal is returned at once.
+// all runs call on every server. Servers that cannot be reached are passed over unless none
+// can; a refusal from any server is returned after every server has had the call.
 func (c *Client) all(run func(*kestrel.KestrelClient) error) error {
-	var last error
+	var refused, down error
 	reached := false
 	for _, s := range c.servers {
 		err := c.call(s, 0, run)
@@ -164,24 +182,30 @@ func (c *Client) all(run func(*kestrel.KestrelClient) error) error {
 		case err == nil:
 			reached = true
 		case errors.Is(err, ErrUnavailable):
-			last = err
+			down = err
 		default:
-			return err
+			refused = err
 		}
 	}
+	if refused != nil {
+		return refused
+	}
 	if !reached {
-		return last
+		return down
 	}
 	return nil
 }
 
 // poll asks the servers in turn for items until one has some or timeout has passed.
+// Servers that are down or refuse are passed over; when no server answered in a round, a
+// refusal is returned at once (waiting will not change it) and otherwise the round is tried
+// again until the deadline.
 func (c *Client) poll(queue string, max int, timeout, autoAbort time.Duration) (*server, []*kestrel.Item, error) {
 	deadline := time.Now().Add(timeout)
-	var last error
 	for {
 		reached := false
-		for _, s := range c.order() {
+		var refused, down error
+		for _, s := range c.order(true) {
 			wait := time.Until(deadline)
 			if wait < 0 {
 				wait = 0
@@ -191,25 +215,28 @@ func (c *Client) poll(queue string, max int, timeout, autoAbort time.Duration) (
 			}
 			var items []*kestrel.Item
 			err := c.call(s, wait, func(k *kestrel.KestrelClient) (err error) {
-				items, err = k.Get(context.Background(), queue, int32(max), int32(wait.Milliseconds()), int32(autoAbort.Milliseconds()))
+				items, err = k.Get(context.Background(), queue, int32(max), millis(wait), millis(autoAbort))
 				return err
 			})
-			if err != nil && !errors.Is(err, ErrUnavailable) {
-				return nil, nil, err
+			switch {
+			case err == nil:
+				reached = true
+				if len(items) > 0 {
+					return s, items, nil
+				}
+			case errors.Is(err, ErrUnavailable):
+				down = err
+			default:
+				refused = err
 			}
-			if err != nil {
-				last = err
-				continue
-			}
-			reached = true
-			if len(items) > 0 {
-				return s, items, nil
-			}
+		}
+		if !reached && refused != nil {
+			return nil, nil, refused
 		}
 		left := time.Until(deadline)
 		if left <= 0 {
-			if !reached && last != nil {
-				return nil, nil, last
+			if !reached {
+				return nil, nil, down
 			}
 			return nil, nil, nil
 		}
@@ -226,7 +253,7 @@ func (c *Client) poll(queue string, max int, timeout, autoAbort time.Duration) (
 func (c *Client) Put(queue string, items [][]byte, expiry time.Duration) (int, error) {
 	var n int32
 	err := c.first(func(k *kestrel.KestrelClient) (err error) {
-		n, err = k.Put(context.Background(), queue, items, int32(expiry.Milliseconds()))
+		n, err = k.Put(context.Background(), queue, items, millis(expiry))
 		return err
 	})
 	return int(n), err
@@ -246,6 +273,10 @@ func (c *Client) Get(queue string, max int, timeout time.Duration) ([][]byte, er
 // after autoAbort). Handled items are confirmed; when handler fails, that item and the rest
 // of the batch are aborted (back at the head) and its error returned. It returns how many
 // items were handled.
+//
+// Confirming and aborting are each tried twice (the second time on a new connection); items
+// they could not settle come back when their autoAbort deadline passes, so a handler may see
+// an item again.
 func (c *Client) Consume(queue string, max int, timeout, autoAbort time.Duration, handler func([]byte) error) (int, error) {
 	if autoAbort < time.Millisecond {
 		autoAbort = time.Millisecond
@@ -265,23 +296,33 @@ func (c *Client) Consume(queue string, max int, timeout, autoAbort time.Duration
 		}
 		back = append(back, item.ID)
 	}
-	if len(back) > 0 {
-		if err := c.call(s, 0, func(k *kestrel.KestrelClient) error {
-			_, err := k.Abort(context.Background(), queue, back)
-			return err
-		}); err != nil {
-			return 0, err
-		}
+	unsettled := c.settle(s, done, func(k *kestrel.KestrelClient) error {
+		_, err := k.Confirm(context.Background(), queue, done)
+		return err
+	})
+	if err := c.settle(s, back, func(k *kestrel.KestrelClient) error {
+		_, err := k.Abort(context.Background(), queue, back)
+		return err
+	}); unsettled == nil {
+		unsettled = err
 	}
-	if len(done) > 0 {
-		if err := c.call(s, 0, func(k *kestrel.KestrelClient) error {
-			_, err := k.Confirm(context.Background(), queue, done)
-			return err
-		}); err != nil {
-			return 0, err
-		}
+	if failure != nil {
+		return len(done), failure
 	}
-	return len(done), failure
+	return len(done), unsettled
+}
+
+// settle confirms or aborts ids on s; a broken connection is replaced and the call made once
+// more (settling twice is harmless: the second call finds nothing open).
+func (c *Client) settle(s *server, ids []int64, run func(*kestrel.KestrelClient) error) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	err := c.call(s, 0, run)
+	if errors.Is(err, ErrUnavailable) {
+		err = c.call(s, 0, run)
+	}
+	return err
 }
 
 // Peek adds up what every reachable server reports for queue.
@@ -318,7 +359,7 @@ func (c *Client) Delete(queue string) error {
 	return c.all(func(k *kestrel.KestrelClient) error { return k.DeleteQueue(context.Background(), queue) })
 }
 
-// Version is the first reachable server's version.
+// Version is the version of the next reachable server in turn.
 func (c *Client) Version() (version string, err error) {
 	err = c.first(func(k *kestrel.KestrelClient) (err error) {
 		version, err = k.GetVersion(context.Background())
@@ -327,7 +368,7 @@ func (c *Client) Version() (version string, err error) {
 	return version, err
 }
 
-// Status is the first reachable server's status.
+// Status is the status of the next reachable server in turn.
 func (c *Client) Status() (status kestrel.Status, err error) {
 	err = c.first(func(k *kestrel.KestrelClient) (err error) {
 		status, err = k.CurrentStatus(context.Background())

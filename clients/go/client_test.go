@@ -167,6 +167,40 @@ func TestConsumeConfirmsHandledItemsAndPutsBackFailedOnes(t *testing.T) {
 	}
 }
 
+func TestAServerThatRefusesReadsDoesNotStopGetsFromTheOthers(t *testing.T) {
+	a, b := startServer(t, t.TempDir()), startServer(t, t.TempDir())
+	if _, err := newClient(t, b).Put("q", [][]byte{[]byte("one"), []byte("two")}, 0); err != nil {
+		t.Fatal(err)
+	}
+	onlyA := newClient(t, a)
+	if err := onlyA.SetStatus(kestrel.Status_QUIESCENT); err != nil {
+		t.Fatal(err)
+	}
+	// Round-robin: each server comes first once; a refuses, b answers.
+	both := newClient(t, a, b)
+	for _, want := range []string{"one", "two", ""} {
+		got, err := both.Get("q", 1, 0)
+		if err != nil || strings.Join(toStrings(got), "") != want {
+			t.Fatalf("get: %q, %v; want %q", got, err, want)
+		}
+	}
+	// With only refusing servers the refusal comes back without waiting out the timeout.
+	start := time.Now()
+	_, err := onlyA.Get("q", 1, 30*time.Second)
+	var refused *RefusedError
+	if !errors.As(err, &refused) || time.Since(start) > 10*time.Second {
+		t.Fatalf("get from a refusing server: %v after %v", err, time.Since(start))
+	}
+}
+
+func toStrings(items [][]byte) []string {
+	var out []string
+	for _, item := range items {
+		out = append(out, string(item))
+	}
+	return out
+}
+
 func TestWithTwoServersOneStoppedMidRunNothingAcknowledgedIsLost(t *testing.T) {
 	dirA, dirB := t.TempDir(), t.TempDir()
 	a, b := startServer(t, dirA), startServer(t, dirB)

@@ -6,9 +6,9 @@
  * this module adds what an application needs around them:
  * - several servers, Kestrel's way: put goes to one server per call,
  *   round-robin, skipping servers that are down or refuse writes; get polls
- *   the servers in turn;
- * - reconnects: a broken connection is dropped and the server tried again
- *   after `retryAfter` ms;
+ *   the servers in turn, skipping those that are down or refuse reads;
+ * - reconnects: a broken connection is dropped and the server left alone for
+ *   `retryAfter` ms before it is tried again;
  * - reliable reads: consume runs a handler on items opened with an auto-abort
  *   deadline, confirms what it handled and aborts what it failed on.
  *
@@ -19,6 +19,12 @@
  */
 const thrift = require('thrift');
 const { Kestrel, types } = require('./gen');
+
+/** Milliseconds on the wire are an i32; timers take no more either. */
+const MAX_MS = 2 ** 31 - 1;
+const clampMs = (ms) => Math.min(Math.max(0, ms), MAX_MS);
+/** A clock that never jumps: deadlines and retry intervals use it. */
+const now = () => performance.now();
 
 /** No server could be reached. */
 class Unavailable extends Error {}
@@ -66,14 +72,20 @@ class Client {
     this.pollSlice = options.pollSlice ?? 100;
   }
 
-  /** Servers from the next one in turn: those up first, resting ones last. */
-  order() {
+  /**
+   * Servers from the next one in turn: those up first, then those resting
+   * after a failure, as a last resort or (skipResting) only when every server
+   * is resting.
+   */
+  order(skipResting = false) {
     const n = this.servers.length;
     const start = this.next % n;
     this.next = (this.next + 1) % n;
     const ring = this.servers.map((_, k) => this.servers[(start + k) % n]);
-    const now = Date.now();
-    return ring.filter((s) => s.downUntil <= now).concat(ring.filter((s) => s.downUntil > now));
+    const t = now();
+    const up = ring.filter((s) => s.downUntil <= t);
+    if (skipResting && up.length > 0) return up;
+    return up.concat(ring.filter((s) => s.downUntil > t));
   }
 
   connect(server) {
@@ -84,7 +96,7 @@ class Client {
         protocol: thrift.TBinaryProtocol,
         connect_timeout: this.connectTimeout,
       });
-      const timer = setTimeout(() => fail(new Error('connect timed out')), this.connectTimeout);
+      const timer = setTimeout(() => fail(new Error('connect timed out')), clampMs(this.connectTimeout));
       const fail = (err) => {
         clearTimeout(timer);
         server.connection = connection;
@@ -112,25 +124,35 @@ class Client {
       stub = await this.connect(server);
       server.downUntil = 0;
     } catch (err) {
-      server.downUntil = Date.now() + this.retryAfter;
+      server.downUntil = now() + this.retryAfter;
       throw new Unavailable(`${server.address}: ${err.message}`);
     }
     return new Promise((resolve, reject) => {
       const fail = (err) => {
         clearTimeout(timer);
         server.pending.delete(fail);
-        server.downUntil = Date.now() + this.retryAfter;
+        server.downUntil = now() + this.retryAfter;
         reject(new Unavailable(`${server.address}: ${err.message}`));
       };
-      const timer = setTimeout(() => server.drop(new Error('timed out')), this.timeout + waitMs);
+      const timer = setTimeout(() => server.drop(new Error('timed out')), clampMs(this.timeout + waitMs));
       server.pending.add(fail);
-      call(stub, (err, result) => {
+      try {
+        call(stub, (err, result) => {
+          clearTimeout(timer);
+          server.pending.delete(fail);
+          if (err instanceof thrift.Thrift.TApplicationException) reject(new Refused(`${server.address}: ${err.message}`));
+          else if (err) fail(err);
+          else resolve(result);
+        });
+      } catch (err) {
+        // Thrown while encoding (say, an item that is not a Buffer): part of
+        // a message may be buffered, so the connection goes; the error is the
+        // caller's, not the server's.
         clearTimeout(timer);
         server.pending.delete(fail);
-        if (err instanceof thrift.Thrift.TApplicationException) reject(new Refused(`${server.address}: ${err.message}`));
-        else if (err) fail(err);
-        else resolve(result);
-      });
+        server.drop(err);
+        reject(err);
+      }
     });
   }
 
@@ -146,49 +168,79 @@ class Client {
     throw last;
   }
 
+  /**
+   * Runs `call` on every server. Servers that cannot be reached are passed
+   * over unless none can; a refusal from any server is thrown after every
+   * server has had the call.
+   */
   async all(call) {
     const results = [];
-    let last = new Unavailable('no server tried');
+    let refused = null;
+    let down = null;
     for (const server of this.servers) {
       try {
         results.push(await this.call(server, call));
       } catch (err) {
-        if (!(err instanceof Unavailable)) throw err;
-        last = err;
+        if (err instanceof Refused) refused = err;
+        else if (err instanceof Unavailable) down = err;
+        else throw err;
       }
     }
-    if (results.length === 0) throw last;
+    if (refused) throw refused;
+    if (results.length === 0) throw down;
     return results;
   }
 
-  /** Polls the servers in turn until one has items: {server, items}. */
+  /**
+   * Polls the servers in turn until one has items: {server, items}. Servers
+   * that are down or refuse are passed over; when no server answered in a
+   * round, a refusal is thrown at once (waiting will not change it) and
+   * otherwise the round is tried again until the deadline.
+   */
   async poll(queue, maxItems, timeoutMs, autoAbortMs) {
-    const deadline = Date.now() + timeoutMs;
-    let last = null;
+    const deadline = now() + clampMs(timeoutMs);
     for (;;) {
       let reached = false;
-      for (const server of this.order()) {
-        const wait = Math.max(0, Math.min(deadline - Date.now(), this.pollSlice));
+      let refused = null;
+      let down = null;
+      for (const server of this.order(true)) {
+        const wait = Math.floor(Math.max(0, Math.min(deadline - now(), this.pollSlice)));
         try {
           const items = await this.call(server, (k, cb) => k.get(queue, maxItems, wait, autoAbortMs, cb), wait);
           reached = true;
           if (items.length > 0) return { server, items };
         } catch (err) {
-          if (!(err instanceof Unavailable)) throw err;
-          last = err;
+          if (err instanceof Refused) refused = err;
+          else if (err instanceof Unavailable) down = err;
+          else throw err;
         }
       }
-      if (Date.now() >= deadline) {
-        if (!reached && last) throw last;
+      if (!reached && refused) throw refused;
+      if (now() >= deadline) {
+        if (!reached) throw down;
         return { server: null, items: [] };
       }
-      if (!reached) await new Promise((r) => setTimeout(r, Math.min(this.pollSlice, deadline - Date.now())));
+      if (!reached) await new Promise((r) => setTimeout(r, Math.min(this.pollSlice, deadline - now())));
+    }
+  }
+
+  /**
+   * Confirms or aborts on `server`; a broken connection is replaced and the
+   * call made once more (settling twice is harmless: the second call finds
+   * nothing open).
+   */
+  async settle(server, call) {
+    try {
+      return await this.call(server, call);
+    } catch (err) {
+      if (!(err instanceof Unavailable)) throw err;
+      return this.call(server, call);
     }
   }
 
   /** Puts `items` (Buffers) on one server; resolves to how many it accepted. */
   put(queue, items, expiryMs = 0) {
-    return this.first((k, cb) => k.put(queue, items, expiryMs, cb));
+    return this.first((k, cb) => k.put(queue, items, clampMs(expiryMs), cb));
   }
 
   /** Up to `maxItems` items, polling the servers for up to `timeoutMs`. */
@@ -202,9 +254,13 @@ class Client {
    * Handled items are confirmed; if the handler throws, that item and the rest
    * of the batch are aborted (back at the head) and the error is rethrown.
    * Resolves to how many items were handled.
+   *
+   * Confirming and aborting are each tried twice (the second time on a new
+   * connection); items they could not settle come back when their auto-abort
+   * deadline passes, so a handler may see an item again.
    */
   async consume(queue, handler, { maxItems = 1, timeoutMs = 0, autoAbortMs = 30000 } = {}) {
-    const { server, items } = await this.poll(queue, maxItems, timeoutMs, Math.max(1, autoAbortMs));
+    const { server, items } = await this.poll(queue, maxItems, timeoutMs, clampMs(Math.max(1, autoAbortMs)));
     const done = [];
     const back = [];
     let error = null;
@@ -221,9 +277,20 @@ class Client {
         error = err;
       }
     }
-    if (back.length) await this.call(server, (k, cb) => k.abort(queue, back, cb));
-    if (done.length) await this.call(server, (k, cb) => k.confirm(queue, done, cb));
+    let unsettled = null;
+    for (const [ids, settle] of [
+      [done, (k, cb) => k.confirm(queue, done, cb)],
+      [back, (k, cb) => k.abort(queue, back, cb)],
+    ]) {
+      if (ids.length === 0) continue;
+      try {
+        await this.settle(server, settle);
+      } catch (err) {
+        unsettled = unsettled || err;
+      }
+    }
     if (error) throw error;
+    if (unsettled) throw unsettled;
     return done.length;
   }
 
@@ -253,10 +320,12 @@ class Client {
     await this.all((k, cb) => k.delete_queue(queue, cb));
   }
 
+  /** The version of the next reachable server in turn. */
   version() {
     return this.first((k, cb) => k.get_version(cb));
   }
 
+  /** The status of the next reachable server in turn. */
   status() {
     return this.first((k, cb) => k.current_status(cb));
   }

@@ -6,7 +6,7 @@ const fs = require('fs');
 const os = require('os');
 const path = require('path');
 
-const { Client, Status } = require('..');
+const { Client, Refused, Status } = require('..');
 const { start } = require('./server');
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'kestrel-node-'));
@@ -87,10 +87,36 @@ test('with two servers, one stopped mid-run, nothing acknowledged is lost', asyn
       found.push(...got.map((g) => g.toString()));
     }
     assert.strictEqual(found.length, 199);
+    assert.strictEqual(new Set(found).size, 199);
     assert.ok(found.every((f) => acked.includes(f)));
   } finally {
     reader.close();
     await a2.stop();
+    await b.stop();
+  }
+});
+
+test('a server that refuses reads does not stop gets from the others', async () => {
+  const a = await start(tmp());
+  const b = await start(tmp());
+  const onlyA = new Client([a.address]);
+  const onlyB = new Client([b.address]);
+  const both = new Client([a.address, b.address]);
+  try {
+    await onlyB.put('q', [Buffer.from('one'), Buffer.from('two')]);
+    await onlyA.setStatus(Status.QUIESCENT);
+    // Round-robin: each server comes first once; a refuses, b answers.
+    assert.deepStrictEqual(await both.get('q'), [Buffer.from('one')]);
+    assert.deepStrictEqual(await both.get('q'), [Buffer.from('two')]);
+    assert.deepStrictEqual(await both.get('q'), []);
+    // With only refusing servers the refusal comes back without waiting out
+    // the timeout.
+    const begun = Date.now();
+    await assert.rejects(onlyA.get('q', 1, 30000), Refused);
+    assert.ok(Date.now() - begun < 10000);
+  } finally {
+    for (const c of [onlyA, onlyB, both]) c.close();
+    await a.stop();
     await b.stop();
   }
 });

@@ -5,9 +5,9 @@ speak the protocol; this module adds what an application needs around them:
 
 - several servers, Kestrel's way: ``put`` goes to one server per call,
   round-robin, skipping servers that are down or refuse writes; ``get`` polls
-  the servers in turn;
-- reconnects: a broken connection is dropped and the server tried again
-  after ``retry_after`` seconds;
+  the servers in turn, skipping those that are down or refuse reads;
+- reconnects: a broken connection is dropped and the server left alone for
+  ``retry_after`` seconds before it is tried again;
 - reliable reads: ``consume`` runs a handler on items opened with an
   auto-abort deadline, confirms what it handled and aborts what it failed on.
 
@@ -20,13 +20,16 @@ import socket
 import time
 
 from thrift.protocol import TBinaryProtocol
-from thrift.Thrift import TApplicationException
+from thrift.Thrift import TApplicationException, TException
 from thrift.transport import TSocket, TTransport
 
 from .gen import Kestrel
 from .gen.ttypes import QueueInfo, Status
 
 __all__ = ["Client", "QueueInfo", "Status", "Unavailable", "Refused"]
+
+# Milliseconds on the wire are an i32.
+_MAX_MS = 2**31 - 1
 
 
 class Unavailable(Exception):
@@ -70,13 +73,18 @@ class Client:
 
     # -- plumbing ---------------------------------------------------------
 
-    def _order(self):
-        """Servers from the next one in turn: those up first, resting ones last."""
+    def _order(self, skip_resting=False):
+        """Servers from the next one in turn: those up first, then those
+        resting after a failure, as a last resort or (``skip_resting``) only
+        when every server is resting."""
         n = len(self._servers)
         start, self._next = self._next % n, (self._next + 1) % n
         ring = [self._servers[(start + k) % n] for k in range(n)]
         now = time.monotonic()
-        return [s for s in ring if s.down_until <= now] + [s for s in ring if s.down_until > now]
+        up = [s for s in ring if s.down_until <= now]
+        if skip_resting and up:
+            return up
+        return up + [s for s in ring if s.down_until > now]
 
     def _connect(self, server):
         sock = TSocket.TSocket(server.host, server.port)
@@ -98,10 +106,15 @@ class Client:
             return call(server.conn[0])
         except TApplicationException as e:
             raise Refused(f"{server.address}: {e.message}") from e
-        except (TTransport.TTransportException, OSError, EOFError) as e:
+        except (TException, OSError, EOFError) as e:
             server.close()
             server.down_until = time.monotonic() + self.retry_after
             raise Unavailable(f"{server.address}: {e}") from e
+        except BaseException:
+            # Cut off half-way (say, an item that is not bytes): the framed
+            # transport may hold part of a message, so the connection goes.
+            server.close()
+            raise
 
     def _first(self, call, servers=None):
         last = Unavailable("no server tried")
@@ -113,45 +126,68 @@ class Client:
         raise last
 
     def _all(self, call):
-        reached, last = [], Unavailable("no server tried")
+        """Runs ``call`` on every server. Servers that cannot be reached are
+        passed over unless none can; a refusal from any server is raised
+        after every server has had the call."""
+        results, refused, down = [], None, None
         for server in self._servers:
             try:
-                reached.append(self._call(server, call))
+                results.append(self._call(server, call))
+            except Refused as e:
+                refused = e
             except Unavailable as e:
-                last = e
-        if not reached:
-            raise last
-        return reached
+                down = e
+        if refused is not None:
+            raise refused
+        if not results:
+            raise down
+        return results
 
     def _poll(self, queue, max_items, timeout, auto_abort_ms):
-        """Polls the servers in turn until one has items; returns (server, items)."""
+        """Polls the servers in turn until one has items; returns (server, items).
+        Servers that are down or refuse are passed over; when no server
+        answered in a round, a refusal is raised at once (waiting will not
+        change it) and otherwise the round is tried again until the deadline."""
         deadline = time.monotonic() + timeout
-        last = None
         while True:
-            reached = False
-            for server in self._order():
+            reached, refused, down = False, None, None
+            for server in self._order(skip_resting=True):
                 wait = max(0.0, min(deadline - time.monotonic(), self.poll_slice))
                 try:
                     items = self._call(server, lambda k: k.get(queue, max_items, int(wait * 1000), auto_abort_ms),
                                        wait)
+                except Refused as e:
+                    refused = e
+                    continue
                 except Unavailable as e:
-                    last = e
+                    down = e
                     continue
                 reached = True
                 if items:
                     return server, items
+            if not reached and refused is not None:
+                raise refused
             if time.monotonic() >= deadline:
-                if not reached and last is not None:
-                    raise last
+                if not reached:
+                    raise down
                 return None, []
             if not reached:
                 time.sleep(min(self.poll_slice, max(0.0, deadline - time.monotonic())))
+
+    def _settle(self, server, call):
+        """Confirms or aborts on ``server``; a broken connection is replaced
+        and the call made once more (settling twice is harmless: the second
+        call finds nothing open)."""
+        try:
+            return self._call(server, call)
+        except Unavailable:
+            return self._call(server, call)
 
     # -- operations -------------------------------------------------------
 
     def put(self, queue, items, expiry_ms=0):
         """Puts ``items`` (bytes) on one server; returns how many it accepted."""
-        return self._first(lambda k: k.put(queue, list(items), expiry_ms))
+        return self._first(lambda k: k.put(queue, list(items), min(expiry_ms, _MAX_MS)))
 
     def get(self, queue, max_items=1, timeout=0.0):
         """Up to ``max_items`` items, polling the servers for up to ``timeout`` seconds."""
@@ -162,8 +198,13 @@ class Client:
         """Runs ``handler(data)`` on up to ``max_items`` items read reliably.
         Handled items are confirmed; if the handler raises, that item and the
         rest of the batch are aborted (back at the head) and the exception
-        propagates. Returns how many items were handled."""
-        server, items = self._poll(queue, max_items, timeout, max(1, int(auto_abort * 1000)))
+        propagates. Returns how many items were handled.
+
+        Confirming and aborting are each tried twice (the second time on a
+        new connection); items they could not settle come back when their
+        ``auto_abort`` deadline passes, so a handler may see an item again."""
+        auto_abort_ms = min(max(1, int(auto_abort * 1000)), _MAX_MS)
+        server, items = self._poll(queue, max_items, timeout, auto_abort_ms)
         done, back, error = set(), set(), None
         for item in items:
             if error is not None:
@@ -175,12 +216,17 @@ class Client:
             except Exception as e:  # noqa: BLE001 - any handler failure puts the item back
                 back.add(item.id)
                 error = e
-        if back:
-            self._call(server, lambda k: k.abort(queue, back))
-        if done:
-            self._call(server, lambda k: k.confirm(queue, done))
+        unsettled = None
+        for ids, settle in ((done, lambda k: k.confirm(queue, done)), (back, lambda k: k.abort(queue, back))):
+            if ids:
+                try:
+                    self._settle(server, settle)
+                except (Refused, Unavailable) as e:
+                    unsettled = unsettled or e
         if error is not None:
             raise error
+        if unsettled is not None:
+            raise unsettled
         return len(done)
 
     def peek(self, queue):
@@ -205,9 +251,11 @@ class Client:
         self._all(lambda k: k.delete_queue(queue))
 
     def version(self):
+        """The version of the next reachable server in turn."""
         return self._first(lambda k: k.get_version())
 
     def status(self):
+        """The status of the next reachable server in turn."""
         return self._first(lambda k: k.current_status())
 
     def set_status(self, status):

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from kestrel_client import Client, Status
+from kestrel_client import Client, Refused, Status
 
 
 def test_binary_items_round_trip(start_server):
@@ -63,4 +63,24 @@ def test_with_two_servers_one_stopped_mid_run_nothing_acknowledged_is_lost(start
             if not got:
                 break
             found += got
-    assert len(found) == 199 and set(found) <= set(acked)
+    assert len(found) == len(set(found)) == 199 and set(found) <= set(acked)
+
+
+def test_a_server_that_refuses_reads_does_not_stop_gets_from_the_others(start_server):
+    a, b = start_server("a"), start_server("b")
+    with Client([b.address]) as c:
+        c.put("q", [b"one", b"two"])
+    with Client([a.address]) as c:
+        c.set_status(Status.QUIESCENT)
+    with Client([a.address, b.address]) as c:
+        # Round-robin: each server comes first once; a refuses, b answers.
+        assert c.get("q") == [b"one"]
+        assert c.get("q") == [b"two"]
+        assert c.get("q") == []
+    with Client([a.address]) as c:
+        # With only refusing servers the refusal comes back without waiting
+        # out the timeout.
+        start = time.monotonic()
+        with pytest.raises(Refused):
+            c.get("q", timeout=30)
+        assert time.monotonic() - start < 10

@@ -4,10 +4,11 @@
 //!
 //! - **Several servers.** Puts go to one server per call, round-robin,
 //!   skipping servers that are down or refuse writes; gets poll the servers
-//!   in turn. Servers never talk to each other (Kestrel's "loosely ordered"
-//!   model), so one dead server never stops the client.
-//! - **Reconnects.** A broken connection is dropped, and the server is tried
-//!   again after [`Config::retry_after`].
+//!   in turn, skipping those that are down or refuse reads. Servers never
+//!   talk to each other (Kestrel's "loosely ordered" model), so one dead
+//!   server never stops the client.
+//! - **Reconnects.** A broken connection is dropped, and the server is left
+//!   alone for [`Config::retry_after`] before it is tried again.
 //! - **Reliable reads.** [`Client::consume`] runs a handler on items opened
 //!   with an auto-abort deadline, confirms what it handled and aborts (puts
 //!   back) what it failed on.
@@ -25,7 +26,7 @@ mod generated;
 
 use std::collections::BTreeSet;
 use std::io;
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol};
@@ -68,10 +69,7 @@ pub enum Error {
     Unavailable(String),
     /// A server refused the call (bad queue name, read-only server, …).
     #[error("refused by {server}: {message}")]
-    Refused { server: SocketAddr, message: String },
-    /// An address could not be resolved.
-    #[error("bad server address: {0}")]
-    Address(#[from] io::Error),
+    Refused { server: String, message: String },
 }
 
 /// A failed [`Client::consume`]: the client failed, or the handler did (its
@@ -90,7 +88,8 @@ type Conn = KestrelSyncClient<
 >;
 
 struct Server {
-    addr: SocketAddr,
+    /// `host:port`, resolved at each connect.
+    address: String,
     /// The connection, and a handle on its socket to set timeouts.
     conn: Option<(Conn, TcpStream)>,
     down_until: Option<Instant>,
@@ -112,22 +111,20 @@ enum Failure {
 }
 
 impl Client {
-    /// A client of `servers` (`host:port`, Thrift port). No connection is made
-    /// until the first call.
-    pub fn new<A: ToSocketAddrs>(
+    /// A client of `servers` (`host:port`, Thrift port). Names are resolved,
+    /// and connections made, at the first call to each server.
+    pub fn new<A: ToString>(
         servers: impl IntoIterator<Item = A>,
         config: Config,
     ) -> Result<Client, Error> {
-        let mut list = Vec::new();
-        for s in servers {
-            for addr in s.to_socket_addrs()? {
-                list.push(Server {
-                    addr,
-                    conn: None,
-                    down_until: None,
-                });
-            }
-        }
+        let list: Vec<Server> = servers
+            .into_iter()
+            .map(|s| Server {
+                address: s.to_string(),
+                conn: None,
+                down_until: None,
+            })
+            .collect();
         if list.is_empty() {
             return Err(Error::Unavailable("no servers given".into()));
         }
@@ -139,8 +136,9 @@ impl Client {
     }
 
     /// Server indexes starting at the next one in turn: those up first, then
-    /// those resting after a failure (as a last resort).
-    fn order(&mut self) -> Vec<usize> {
+    /// those resting after a failure, as a last resort (`Resting::Last`) or
+    /// only when every server is resting (`Resting::Skip`).
+    fn order(&mut self, resting: Resting) -> Vec<usize> {
         let n = self.servers.len();
         let start = self.next % n;
         self.next = (self.next + 1) % n;
@@ -148,7 +146,9 @@ impl Client {
         let (mut up, mut down): (Vec<usize>, Vec<usize>) = (0..n)
             .map(|k| (start + k) % n)
             .partition(|&i| self.servers[i].down_until.is_none_or(|t| t <= now));
-        up.append(&mut down);
+        if up.is_empty() || resting == Resting::Last {
+            up.append(&mut down);
+        }
         up
     }
 
@@ -162,26 +162,26 @@ impl Client {
         let config = self.config;
         let server = &mut self.servers[i];
         if server.conn.is_none() {
-            match connect(server.addr, &config) {
+            match connect(&server.address, &config) {
                 Ok(conn) => {
                     server.conn = Some(conn);
                     server.down_until = None;
                 }
                 Err(e) => {
                     server.down_until = Some(Instant::now() + config.retry_after);
-                    return Err(Failure::Down(format!("{}: {e}", server.addr)));
+                    return Err(Failure::Down(format!("{}: {e}", server.address)));
                 }
             }
         }
         let (conn, socket) = server.conn.as_mut().expect("connected above");
-        let _ = socket.set_read_timeout(Some(config.timeout + wait));
+        let _ = socket.set_read_timeout(Some(config.timeout.saturating_add(wait)));
         match call(conn) {
             Ok(v) => Ok(v),
             Err(thrift::Error::Application(e)) => Err(Failure::Refused(e.message)),
             Err(e) => {
                 server.conn = None;
                 server.down_until = Some(Instant::now() + config.retry_after);
-                Err(Failure::Down(format!("{}: {e}", server.addr)))
+                Err(Failure::Down(format!("{}: {e}", server.address)))
             }
         }
     }
@@ -197,7 +197,7 @@ impl Client {
     ) -> Result<i32, Error> {
         let expiry = expiry.map_or(0, millis);
         let mut last = Error::Unavailable("no server tried".into());
-        for i in self.order() {
+        for i in self.order(Resting::Last) {
             match self.on(i, Duration::ZERO, |c| {
                 c.put(queue.into(), items.to_vec(), expiry)
             }) {
@@ -222,6 +222,10 @@ impl Client {
     /// `handler` on each: the ones it handles are confirmed; when it fails,
     /// that item and the rest of the batch are aborted (back at the head of
     /// the queue) and the error is returned. Returns how many were handled.
+    ///
+    /// Confirming and aborting are each tried twice (the second time on a
+    /// new connection); items they could not settle come back when their
+    /// `auto_abort` deadline passes, so a handler may see an item again.
     pub fn consume<E>(
         &mut self,
         queue: &str,
@@ -251,22 +255,39 @@ impl Client {
             }
         }
         let Some(i) = server else { return Ok(0) };
-        if !back.is_empty() {
-            self.on(i, Duration::ZERO, |c| c.abort(queue.into(), back))
-                .map_err(|f| self.error(i, f))?;
-        }
         let handled = done.len();
-        if !done.is_empty() {
-            self.on(i, Duration::ZERO, |c| c.confirm(queue.into(), done))
-                .map_err(|f| self.error(i, f))?;
-        }
+        let confirmed = self.settle(i, done, |c, ids| c.confirm(queue.into(), ids));
+        let aborted = self.settle(i, back, |c, ids| c.abort(queue.into(), ids));
         match failure {
             Some(e) => Err(ConsumeError::Handler(e)),
-            None => Ok(handled),
+            None => confirmed.and(aborted).map(|()| handled).map_err(Into::into),
         }
     }
 
-    /// Polls the servers in turn for items; returns the server they came from.
+    /// Confirms or aborts `ids` on server `i`; a broken connection is
+    /// replaced and the call made once more (settling twice is harmless:
+    /// the second call finds nothing open).
+    fn settle(
+        &mut self,
+        i: usize,
+        ids: BTreeSet<i64>,
+        call: impl Fn(&mut Conn, BTreeSet<i64>) -> thrift::Result<i32>,
+    ) -> Result<(), Error> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let result = match self.on(i, Duration::ZERO, |c| call(c, ids.clone())) {
+            Err(Failure::Down(_)) => self.on(i, Duration::ZERO, |c| call(c, ids)),
+            other => other,
+        };
+        result.map(drop).map_err(|f| self.error(i, f))
+    }
+
+    /// Polls the servers in turn for items; returns the server they came
+    /// from. Servers that are down or refuse are passed over; when no server
+    /// answered in a round, a refusal is returned at once (it will not go
+    /// away by waiting) and otherwise the round is tried again until the
+    /// deadline.
     fn poll(
         &mut self,
         queue: &str,
@@ -274,11 +295,11 @@ impl Client {
         timeout: Duration,
         auto_abort_ms: i32,
     ) -> Result<(Option<usize>, Vec<Item>), Error> {
-        let deadline = Instant::now() + timeout;
-        let mut last = None;
+        let now = Instant::now();
+        let deadline = now.checked_add(timeout).unwrap_or(now + MAX_WAIT);
         loop {
-            let mut reached = false;
-            for i in self.order() {
+            let (mut reached, mut refused, mut down) = (false, None, None);
+            for i in self.order(Resting::Skip) {
                 let left = deadline.saturating_duration_since(Instant::now());
                 let wait = left.min(self.config.poll_slice);
                 match self.on(i, wait, |c| {
@@ -286,12 +307,16 @@ impl Client {
                 }) {
                     Ok(items) if !items.is_empty() => return Ok((Some(i), items)),
                     Ok(_) => reached = true,
-                    Err(f) => last = Some(self.error(i, f)),
+                    Err(f @ Failure::Refused(_)) => refused = Some(self.error(i, f)),
+                    Err(f @ Failure::Down(_)) => down = Some(self.error(i, f)),
                 }
             }
+            if !reached && let Some(e) = refused {
+                return Err(e);
+            }
             if Instant::now() >= deadline {
-                return match (reached, last) {
-                    (false, Some(e)) => Err(e),
+                return match down {
+                    Some(e) if !reached => Err(e),
                     _ => Ok((None, Vec::new())),
                 };
             }
@@ -310,90 +335,84 @@ impl Client {
         match f {
             Failure::Down(m) => Error::Unavailable(m),
             Failure::Refused(message) => Error::Refused {
-                server: self.servers[i].addr,
+                server: self.servers[i].address.clone(),
                 message,
             },
         }
     }
 
-    /// Runs `call` on every server it can reach; fails only if it reached none.
-    fn on_all(&mut self, call: impl Fn(&mut Conn) -> thrift::Result<()>) -> Result<(), Error> {
-        let mut ok = false;
-        let mut last = Error::Unavailable("no server tried".into());
+    /// Runs `call` on every server. Servers that cannot be reached are
+    /// passed over unless none can; a refusal from any server is returned
+    /// after every server has had the call.
+    fn on_all<T>(
+        &mut self,
+        call: impl Fn(&mut Conn) -> thrift::Result<T>,
+    ) -> Result<Vec<T>, Error> {
+        let mut results = Vec::new();
+        let (mut refused, mut down) = (None, None);
         for i in 0..self.servers.len() {
             match self.on(i, Duration::ZERO, &call) {
-                Ok(()) => ok = true,
-                Err(f) => last = self.error(i, f),
+                Ok(v) => results.push(v),
+                Err(f @ Failure::Refused(_)) => refused = Some(self.error(i, f)),
+                Err(f @ Failure::Down(_)) => down = Some(self.error(i, f)),
             }
         }
-        if ok { Ok(()) } else { Err(last) }
+        match (refused, down) {
+            (Some(e), _) => Err(e),
+            (None, Some(e)) if results.is_empty() => Err(e),
+            _ => Ok(results),
+        }
     }
 
     /// Removes every item of `queue` on every server.
     pub fn flush(&mut self, queue: &str) -> Result<(), Error> {
-        self.on_all(|c| c.flush_queue(queue.into()))
+        self.on_all(|c| c.flush_queue(queue.into())).map(drop)
     }
 
     /// Deletes `queue` on every server.
     pub fn delete(&mut self, queue: &str) -> Result<(), Error> {
-        self.on_all(|c| c.delete_queue(queue.into()))
+        self.on_all(|c| c.delete_queue(queue.into())).map(drop)
     }
 
     /// Sets the status of every server.
     pub fn set_status(&mut self, status: Status) -> Result<(), Error> {
-        self.on_all(|c| c.set_status(status))
+        self.on_all(|c| c.set_status(status)).map(drop)
     }
 
     /// What every reachable server reports for `queue`, added up (the head
     /// item is the first server's that has one; the age is the largest).
     pub fn peek(&mut self, queue: &str) -> Result<QueueInfo, Error> {
         let mut total = QueueInfo::new(None, 0, 0, 0, 0, 0, 0);
-        let mut reached = None;
-        for i in 0..self.servers.len() {
-            match self.on(i, Duration::ZERO, |c| c.peek(queue.into())) {
-                Ok(info) => {
-                    reached = Some(());
-                    total.head_item = total.head_item.or(info.head_item);
-                    for (sum, v) in [
-                        (&mut total.items, info.items),
-                        (&mut total.bytes, info.bytes),
-                        (&mut total.journal_bytes, info.journal_bytes),
-                    ] {
-                        *sum = Some(sum.unwrap_or(0) + v.unwrap_or(0));
-                    }
-                    total.age = Some(total.age.unwrap_or(0).max(info.age.unwrap_or(0)));
-                    total.waiters = Some(total.waiters.unwrap_or(0) + info.waiters.unwrap_or(0));
-                    total.open_transactions = Some(
-                        total.open_transactions.unwrap_or(0) + info.open_transactions.unwrap_or(0),
-                    );
-                }
-                Err(Failure::Refused(m)) => {
-                    return Err(Error::Refused {
-                        server: self.servers[i].addr,
-                        message: m,
-                    });
-                }
-                Err(_) => {}
+        for info in self.on_all(|c| c.peek(queue.into()))? {
+            total.head_item = total.head_item.or(info.head_item);
+            for (sum, v) in [
+                (&mut total.items, info.items),
+                (&mut total.bytes, info.bytes),
+                (&mut total.journal_bytes, info.journal_bytes),
+            ] {
+                *sum = Some(sum.unwrap_or(0) + v.unwrap_or(0));
             }
+            total.age = Some(total.age.unwrap_or(0).max(info.age.unwrap_or(0)));
+            total.waiters = Some(total.waiters.unwrap_or(0) + info.waiters.unwrap_or(0));
+            total.open_transactions =
+                Some(total.open_transactions.unwrap_or(0) + info.open_transactions.unwrap_or(0));
         }
-        reached
-            .map(|()| total)
-            .ok_or_else(|| Error::Unavailable("no server reachable".into()))
+        Ok(total)
     }
 
-    /// The version of the first reachable server.
+    /// The version of the next reachable server in turn.
     pub fn version(&mut self) -> Result<String, Error> {
         self.first(|c| c.get_version())
     }
 
-    /// The status of the first reachable server.
+    /// The status of the next reachable server in turn.
     pub fn status(&mut self) -> Result<Status, Error> {
         self.first(|c| c.current_status())
     }
 
     fn first<T>(&mut self, call: impl Fn(&mut Conn) -> thrift::Result<T>) -> Result<T, Error> {
         let mut last = Error::Unavailable("no server tried".into());
-        for i in self.order() {
+        for i in self.order(Resting::Last) {
             match self.on(i, Duration::ZERO, &call) {
                 Ok(v) => return Ok(v),
                 Err(f) => last = self.error(i, f),
@@ -403,12 +422,35 @@ impl Client {
     }
 }
 
+/// Where resting servers go in [`Client::order`].
+#[derive(Clone, Copy, PartialEq)]
+enum Resting {
+    Last,
+    Skip,
+}
+
+/// A get's deadline when its timeout is too large to add to the clock.
+const MAX_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Milliseconds for the wire, where they are an `i32`.
 fn millis(d: Duration) -> i32 {
     d.as_millis().min(i32::MAX as u128) as i32
 }
 
-fn connect(addr: SocketAddr, config: &Config) -> io::Result<(Conn, TcpStream)> {
-    let stream = TcpStream::connect_timeout(&addr, config.connect_timeout)?;
+/// Connects to the first address `address` resolves to that accepts.
+fn connect(address: &str, config: &Config) -> io::Result<(Conn, TcpStream)> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+    let mut stream = None;
+    for addr in address.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, config.connect_timeout) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last = e,
+        }
+    }
+    let stream = stream.ok_or(last)?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(config.timeout))?;
     stream.set_write_timeout(Some(config.timeout))?;

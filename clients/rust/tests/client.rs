@@ -204,4 +204,32 @@ fn with_two_servers_one_stopped_mid_run_nothing_acknowledged_is_lost() {
     // One item was taken by the get above.
     assert_eq!(all.len(), 199);
     assert!(all.iter().all(|i| expected.contains(i)));
+    assert!(all.windows(2).all(|w| w[0] != w[1]), "no item twice");
+}
+
+#[test]
+fn a_server_that_refuses_reads_does_not_stop_gets_from_the_others() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (Server::start(dir_a.path()), Server::start(dir_b.path()));
+    client(&[b.addr])
+        .put("q", &[b"one".to_vec(), b"two".to_vec()], None)
+        .unwrap();
+    client(&[a.addr])
+        .set_status(kestrel_client::Status::QUIESCENT)
+        .unwrap();
+    // Round-robin: each server comes first once; A refuses, B answers.
+    let mut c = client(&[a.addr, b.addr]);
+    for expected in [b"one", b"two"] {
+        assert_eq!(c.get("q", 1, Duration::ZERO).unwrap(), [expected.to_vec()]);
+    }
+    assert!(c.get("q", 1, Duration::ZERO).unwrap().is_empty());
+    // With only refusing servers the refusal comes back without waiting
+    // out the timeout.
+    let start = Instant::now();
+    let refused = client(&[a.addr]).get("q", 1, Duration::from_secs(30));
+    assert!(
+        matches!(refused, Err(kestrel_client::Error::Refused { .. })),
+        "{refused:?}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(10));
 }

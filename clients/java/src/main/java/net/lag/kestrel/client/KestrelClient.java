@@ -5,6 +5,9 @@ import java.util.ArrayList;
 import java.util.HashSet;
 import java.util.List;
 import java.util.Set;
+import java.util.concurrent.ScheduledFuture;
+import java.util.concurrent.ScheduledThreadPoolExecutor;
+import java.util.concurrent.TimeUnit;
 
 import net.lag.kestrel.thrift.Item;
 import net.lag.kestrel.thrift.Kestrel;
@@ -24,9 +27,10 @@ import org.apache.thrift.transport.layered.TFramedTransport;
  * the protocol; this class adds what an application needs around them:
  * <ul>
  *   <li>several servers, Kestrel's way: {@code put} goes to one server per call, round-robin,
- *       skipping servers that are down or refuse writes; {@code get} polls the servers in turn;
- *   <li>reconnects: a broken connection is dropped and the server tried again after
- *       {@code retryAfterMs};
+ *       skipping servers that are down or refuse writes; {@code get} polls the servers in turn,
+ *       skipping those that are down or refuse reads;
+ *   <li>reconnects: a broken connection is dropped and the server left alone for
+ *       {@code retryAfterMs} before it is tried again;
  *   <li>reliable reads: {@code consume} runs a handler on items opened with an auto-abort
  *       deadline, confirms what it handled and aborts what it failed on.
  * </ul>
@@ -92,6 +96,27 @@ public final class KestrelClient implements AutoCloseable {
     }
   }
 
+  /**
+   * Closes the socket of a call that outlives its read timeout: a socket timeout covers reads
+   * only, so this is what bounds a write to a server that stopped reading.
+   */
+  private static final ScheduledThreadPoolExecutor WATCHDOG = watchdog();
+
+  private static ScheduledThreadPoolExecutor watchdog() {
+    ScheduledThreadPoolExecutor executor = new ScheduledThreadPoolExecutor(1, r -> {
+      Thread t = new Thread(r, "kestrel-client-watchdog");
+      t.setDaemon(true);
+      return t;
+    });
+    executor.setRemoveOnCancelPolicy(true);
+    return executor;
+  }
+
+  /** Milliseconds from a clock that never jumps, for deadlines and retry intervals. */
+  private static long now() {
+    return System.nanoTime() / 1_000_000;
+  }
+
   private final List<Server> servers = new ArrayList<>();
   private final Config config;
   private int next;
@@ -111,19 +136,24 @@ public final class KestrelClient implements AutoCloseable {
     this(servers, new Config());
   }
 
-  /** Servers from the next one in turn: those up first, resting ones last. */
-  private List<Server> order() {
+  /**
+   * Servers from the next one in turn: those up first, then those resting after a failure, as a
+   * last resort or ({@code skipResting}) only when every server is resting.
+   */
+  private List<Server> order(boolean skipResting) {
     int n = servers.size();
     int start = next % n;
     next = (next + 1) % n;
-    long now = System.currentTimeMillis();
+    long now = now();
     List<Server> up = new ArrayList<>();
     List<Server> resting = new ArrayList<>();
     for (int k = 0; k < n; k++) {
       Server s = servers.get((start + k) % n);
       (s.downUntil <= now ? up : resting).add(s);
     }
-    up.addAll(resting);
+    if (!skipResting || up.isEmpty()) {
+      up.addAll(resting);
+    }
     return up;
   }
 
@@ -138,20 +168,33 @@ public final class KestrelClient implements AutoCloseable {
         server.stub = new Kestrel.Client(new TBinaryProtocol(transport));
         server.downUntil = 0;
       }
-      server.socket.setSocketTimeout(config.timeoutMs + waitMs);
-      return call.run(server.stub);
+      long readTimeout = Math.min((long) config.timeoutMs + waitMs, Integer.MAX_VALUE);
+      server.socket.setSocketTimeout((int) readTimeout);
+      TSocket socket = server.socket;
+      ScheduledFuture<?> watch =
+          WATCHDOG.schedule(socket::close, readTimeout + config.timeoutMs, TimeUnit.MILLISECONDS);
+      try {
+        return call.run(server.stub);
+      } finally {
+        watch.cancel(false);
+      }
     } catch (TApplicationException e) {
       throw new RefusedException(server.address + ": " + e.getMessage());
     } catch (TException e) {
       server.close();
-      server.downUntil = System.currentTimeMillis() + config.retryAfterMs;
+      server.downUntil = now() + config.retryAfterMs;
       throw new UnavailableException(server.address + ": " + e.getMessage(), e);
+    } catch (RuntimeException e) {
+      // Cut off half-way (say, by a null item): the framed transport may hold part of a
+      // message, so the connection goes; the error is the caller's, not the server's.
+      server.close();
+      throw e;
     }
   }
 
   private <T> T first(Call<T> call) {
     RuntimeException last = new UnavailableException("no server tried", null);
-    for (Server s : order()) {
+    for (Server s : order(false)) {
       try {
         return call(s, 0, call);
       } catch (UnavailableException | RefusedException e) {
@@ -161,18 +204,28 @@ public final class KestrelClient implements AutoCloseable {
     throw last;
   }
 
+  /**
+   * Runs {@code call} on every server. Servers that cannot be reached are passed over unless
+   * none can; a refusal from any server is thrown after every server has had the call.
+   */
   private <T> List<T> all(Call<T> call) {
     List<T> results = new ArrayList<>();
-    UnavailableException last = new UnavailableException("no server tried", null);
+    RefusedException refused = null;
+    UnavailableException down = null;
     for (Server s : servers) {
       try {
         results.add(call(s, 0, call));
+      } catch (RefusedException e) {
+        refused = e;
       } catch (UnavailableException e) {
-        last = e;
+        down = e;
       }
     }
+    if (refused != null) {
+      throw refused;
+    }
     if (results.isEmpty()) {
-      throw last;
+      throw down;
     }
     return results;
   }
@@ -188,27 +241,38 @@ public final class KestrelClient implements AutoCloseable {
     }
   }
 
+  /**
+   * Polls the servers in turn until one has items. Servers that are down or refuse are passed
+   * over; when no server answered in a round, a refusal is thrown at once (waiting will not
+   * change it) and otherwise the round is tried again until the deadline.
+   */
   private Polled poll(String queue, int maxItems, int timeoutMs, int autoAbortMs) {
-    long deadline = System.currentTimeMillis() + timeoutMs;
-    UnavailableException last = null;
+    long deadline = now() + timeoutMs;
     while (true) {
       boolean reached = false;
-      for (Server s : order()) {
-        int wait = (int) Math.max(0, Math.min(deadline - System.currentTimeMillis(), config.pollSliceMs));
+      RefusedException refused = null;
+      UnavailableException down = null;
+      for (Server s : order(true)) {
+        int wait = (int) Math.max(0, Math.min(deadline - now(), config.pollSliceMs));
         try {
           List<Item> items = call(s, wait, k -> k.get(queue, maxItems, wait, autoAbortMs));
           reached = true;
           if (!items.isEmpty()) {
             return new Polled(s, items);
           }
+        } catch (RefusedException e) {
+          refused = e;
         } catch (UnavailableException e) {
-          last = e;
+          down = e;
         }
       }
-      long left = deadline - System.currentTimeMillis();
+      if (!reached && refused != null) {
+        throw refused;
+      }
+      long left = deadline - now();
       if (left <= 0) {
-        if (!reached && last != null) {
-          throw last;
+        if (!reached) {
+          throw down;
         }
         return new Polled(null, new ArrayList<>());
       }
@@ -245,6 +309,10 @@ public final class KestrelClient implements AutoCloseable {
    * Runs {@code handler} on up to {@code maxItems} items read reliably. Handled items are
    * confirmed; if the handler throws, that item and the rest of the batch are aborted (back at
    * the head) and the exception is rethrown. Returns how many items were handled.
+   *
+   * <p>Confirming and aborting are each tried twice (the second time on a new connection); items
+   * they could not settle come back when their auto-abort deadline passes, so a handler may see
+   * an item again.
    */
   public int consume(String queue, Handler handler, int maxItems, int timeoutMs, int autoAbortMs)
       throws Exception {
@@ -265,16 +333,41 @@ public final class KestrelClient implements AutoCloseable {
         error = e;
       }
     }
-    if (!back.isEmpty()) {
-      call(polled.server, 0, k -> k.abort(queue, back));
-    }
+    RuntimeException unsettled = null;
     if (!done.isEmpty()) {
-      call(polled.server, 0, k -> k.confirm(queue, done));
+      unsettled = settle(polled.server, k -> k.confirm(queue, done));
+    }
+    if (!back.isEmpty()) {
+      RuntimeException e = settle(polled.server, k -> k.abort(queue, back));
+      unsettled = unsettled != null ? unsettled : e;
     }
     if (error != null) {
       throw error;
     }
+    if (unsettled != null) {
+      throw unsettled;
+    }
     return done.size();
+  }
+
+  /**
+   * Confirms or aborts on {@code server}; a broken connection is replaced and the call made once
+   * more (settling twice is harmless: the second call finds nothing open). Returns the failure,
+   * if any.
+   */
+  private RuntimeException settle(Server server, Call<Integer> call) {
+    for (int attempt = 0; ; attempt++) {
+      try {
+        call(server, 0, call);
+        return null;
+      } catch (UnavailableException e) {
+        if (attempt == 1) {
+          return e;
+        }
+      } catch (RefusedException e) {
+        return e;
+      }
+    }
   }
 
   /** What every reachable server reports for {@code queue}, added up. */
@@ -311,10 +404,12 @@ public final class KestrelClient implements AutoCloseable {
     });
   }
 
+  /** The version of the next reachable server in turn. */
   public String version() {
     return first(Kestrel.Client::get_version);
   }
 
+  /** The status of the next reachable server in turn. */
   public Status status() {
     return first(Kestrel.Client::current_status);
   }

@@ -160,7 +160,31 @@ public final class KestrelClientTest {
             found.add(new String(g));
           }
         }
-        check(found.size() == 199 && acked.containsAll(found), "all acknowledged items there");
+        check(found.size() == 199 && new HashSet<>(found).size() == 199 && acked.containsAll(found),
+            "every acknowledged item there once");
+      }
+    }
+  }
+
+  static void aServerThatRefusesReadsDoesNotStopGetsFromTheOthers() throws Exception {
+    try (Server a = new Server(Files.createTempDirectory("kestrel-java"));
+        Server b = new Server(Files.createTempDirectory("kestrel-java"));
+        KestrelClient onlyA = client(a.address);
+        KestrelClient onlyB = client(b.address);
+        KestrelClient both = client(a.address, b.address)) {
+      onlyB.put("q", List.of("one".getBytes(), "two".getBytes()), 0);
+      onlyA.setStatus(Status.QUIESCENT);
+      // Round-robin: each server comes first once; a refuses, b answers.
+      check(new String(both.get("q", 1, 0).get(0)).equals("one"), "one from b");
+      check(new String(both.get("q", 1, 0).get(0)).equals("two"), "two from b");
+      check(both.get("q", 1, 0).isEmpty(), "nothing left");
+      // With only refusing servers the refusal comes back without waiting out the timeout.
+      long start = System.nanoTime();
+      try {
+        onlyA.get("q", 1, 30000);
+        check(false, "a refusal");
+      } catch (KestrelClient.RefusedException expected) {
+        check(System.nanoTime() - start < 10_000_000_000L, "at once");
       }
     }
   }
@@ -178,6 +202,8 @@ public final class KestrelClientTest {
           (Test) KestrelClientTest::consumeConfirmsHandledItemsAndPutsBackFailedOnes},
       {"with two servers, one stopped mid-run, nothing acknowledged is lost",
           (Test) KestrelClientTest::withTwoServersOneStoppedMidRunNothingAcknowledgedIsLost},
+      {"a server that refuses reads does not stop gets from the others",
+          (Test) KestrelClientTest::aServerThatRefusesReadsDoesNotStopGetsFromTheOthers},
     };
     int failed = 0;
     for (Object[] t : tests) {
