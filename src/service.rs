@@ -159,6 +159,32 @@ pub struct Delivered {
     pub id: Option<u64>,
 }
 
+/// Items a get has taken but not yet handed over. [`Reading::finish`] waits
+/// until the read is journaled and yields the items.
+///
+/// The wait is a step of its own so that an adapter can give up waiting *for*
+/// items (the client left, the server stops) without ever dropping items
+/// already taken: it runs [`QueueService::get`] under its connection's watch,
+/// and `finish` to the end, then replies.
+#[must_use = "the items are lost unless finished and delivered"]
+pub struct Reading {
+    items: Vec<Delivered>,
+    ack: Option<Ack>,
+}
+
+impl Reading {
+    /// A reading of items that need no journal wait.
+    pub fn ready(items: Vec<Delivered>) -> Reading {
+        Reading { items, ack: None }
+    }
+
+    /// Waits until the read is journaled; the items, to deliver.
+    pub async fn finish(self) -> Vec<Delivered> {
+        settled(self.ack, "read").await;
+        self.items
+    }
+}
+
 /// Which open transactions a confirm or abort applies to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transactions {
@@ -217,12 +243,14 @@ pub trait QueueService: Send + Sync + 'static {
     ) -> impl Future<Output = Result<usize, ServiceError>> + Send;
 
     /// Reads from `queue` as `request` says, waiting if it has a timeout.
+    /// Dropping the future while it waits takes nothing; the items it
+    /// resolves to are delivered through [`Reading::finish`].
     fn get(
         &self,
         session: &mut Self::Session,
         queue: &str,
         request: GetRequest,
-    ) -> impl Future<Output = Result<Vec<Delivered>, ServiceError>> + Send;
+    ) -> impl Future<Output = Result<Reading, ServiceError>> + Send;
 
     /// Removes open items for good; returns how many were confirmed.
     fn confirm(
@@ -490,11 +518,11 @@ impl QueueService for Kestrel {
         session: &mut Session,
         queue: &str,
         request: GetRequest,
-    ) -> Result<Vec<Delivered>, ServiceError> {
+    ) -> Result<Reading, ServiceError> {
         self.check(Op::Read, "get")?;
         if self.queues.is_alias(queue) {
             // Aliases only route puts; there is nothing to read from one.
-            return Ok(Vec::new());
+            return Ok(Reading::ready(Vec::new()));
         }
         let q = self.queues.get_or_create(queue)?;
         let mut max = request.max_items;
@@ -541,17 +569,17 @@ impl QueueService for Kestrel {
             ),
             Read::Remove | Read::Peek => {}
         }
-        // Opened items are owned (by the session or a deadline) before this
-        // wait, so a client that leaves now cannot strand them.
-        settled(ack, "read").await;
+        // Opened items are owned (by the session or a deadline) from here
+        // on, so a client that leaves before `finish` cannot strand them.
         let expose_ids = matches!(request.read, Read::OpenWithTimeout(_));
-        Ok(taken
+        let items = taken
             .into_iter()
             .map(|t| Delivered {
                 data: t.item.data,
                 id: t.xid.filter(|_| expose_ids),
             })
-            .collect())
+            .collect();
+        Ok(Reading { items, ack })
     }
 
     async fn confirm(
@@ -685,6 +713,16 @@ impl QueueService for Kestrel {
 mod tests {
     use super::*;
 
+    /// A get, finished: the items it delivers.
+    async fn read(
+        k: &Kestrel,
+        session: &mut Session,
+        queue: &str,
+        request: GetRequest,
+    ) -> Result<Vec<Delivered>, ServiceError> {
+        Ok(k.get(session, queue, request).await?.finish().await)
+    }
+
     /// A service with journaled queues in a temporary directory.
     fn service() -> (Kestrel, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
@@ -718,15 +756,15 @@ mod tests {
             .await
             .unwrap();
         let mut s = k.session();
-        let got = k.get(&mut s, "q", req(1, Read::Open)).await.unwrap();
+        let got = read(&k, &mut s, "q", req(1, Read::Open)).await.unwrap();
         assert_eq!((got[0].data.as_ref(), got[0].id), (&b"a"[..], None));
         assert!(matches!(
-            k.get(&mut s, "q", req(1, Read::Remove)).await,
+            read(&k, &mut s, "q", req(1, Read::Remove)).await,
             Err(ServiceError::OpenReadPending)
         ));
         drop(s);
         let mut s2 = k.session();
-        let got = k.get(&mut s2, "q", req(2, Read::Remove)).await.unwrap();
+        let got = read(&k, &mut s2, "q", req(2, Read::Remove)).await.unwrap();
         assert_eq!(
             got.iter().map(|d| d.data.clone()).collect::<Vec<_>>(),
             [b("a"), b("b")]
@@ -741,11 +779,14 @@ mod tests {
             .unwrap();
         let mut s = k.session();
         assert_eq!(
-            k.get(&mut s, "q", req(5, Read::Open)).await.unwrap().len(),
+            read(&k, &mut s, "q", req(5, Read::Open))
+                .await
+                .unwrap()
+                .len(),
             2
         );
         assert!(matches!(
-            k.get(&mut s, "q", req(1, Read::Open)).await,
+            read(&k, &mut s, "q", req(1, Read::Open)).await,
             Err(ServiceError::TooManyOpenReads { limit: 2 })
         ));
         assert!(matches!(
@@ -760,7 +801,7 @@ mod tests {
         );
         assert_eq!(k.abort(&mut s, "q", Transactions::All).await.unwrap(), 1);
         let mut s2 = k.session();
-        let got = k.get(&mut s2, "q", req(5, Read::Remove)).await.unwrap();
+        let got = read(&k, &mut s2, "q", req(5, Read::Remove)).await.unwrap();
         assert_eq!(
             got.iter().map(|d| d.data.clone()).collect::<Vec<_>>(),
             [b("b"), b("c")]
@@ -772,14 +813,14 @@ mod tests {
         let (k, _dir) = service();
         k.put("q", vec![b("a")], Expiry::Never).await.unwrap();
         let mut s = k.session();
-        let id = k
-            .get(
-                &mut s,
-                "q",
-                req(1, Read::OpenWithTimeout(Duration::from_secs(60))),
-            )
-            .await
-            .unwrap()[0]
+        let id = read(
+            &k,
+            &mut s,
+            "q",
+            req(1, Read::OpenWithTimeout(Duration::from_secs(60))),
+        )
+        .await
+        .unwrap()[0]
             .id;
         k.set_status(ServerStatus::ReadOnly).await.unwrap();
         assert!(matches!(
@@ -788,7 +829,7 @@ mod tests {
         ));
         assert!(k.peek("q").is_ok());
         k.set_status(ServerStatus::Quiescent).await.unwrap();
-        assert!(k.get(&mut s, "q", req(1, Read::Remove)).await.is_err());
+        assert!(read(&k, &mut s, "q", req(1, Read::Remove)).await.is_err());
         assert!(k.peek("q").is_err());
         assert_eq!(
             k.confirm(&mut s, "q", Transactions::Ids(vec![id.unwrap()]))

@@ -542,3 +542,54 @@ fn worker_loops_drain_a_queue_exactly_once() {
         ("0", "0")
     );
 }
+
+#[test]
+fn a_client_that_half_closes_after_its_gets_still_gets_every_item() {
+    // `printf 'get q\r\n...' | nc -N`: the end of input arrives while gets
+    // wait for their removal to be journaled (fsync'd, here, to make the wait
+    // long); every item taken must be sent.
+    let dir = tempfile::tempdir().unwrap();
+    let always = [("KESTREL_DEFAULT_QUEUE__SYNC_JOURNAL", "always")];
+    let server = Server::start_with_env(dir.path(), &[], &always);
+    let mut c = mc(&server);
+    for i in 0..20 {
+        set(&mut c, "half", &format!("item{i:02}"));
+    }
+    let mut once = mc(&server);
+    once.send("get half\r\n".repeat(20));
+    once.shutdown_write();
+    for i in 0..20 {
+        assert_eq!(value(&mut once).as_deref(), Some(&*format!("item{i:02}")));
+    }
+    once.expect_closed();
+    assert_eq!(get(&mut c, "half"), None);
+}
+
+#[test]
+fn replies_before_a_blocking_get_are_sent_while_it_waits() {
+    let server = Server::start();
+    let mut c = mc(&server);
+    // One packet: a set, then a get that waits for an item.
+    c.send("set a 0 0 1\r\nx\r\nget b/t=10000\r\n");
+    // STORED comes now, not when the get ends ...
+    assert_eq!(c.line(), "STORED");
+    // ... so the client can react to it, here by feeding the waiting get.
+    set(&mut mc(&server), "b", "fed");
+    assert_eq!(value(&mut c).as_deref(), Some("fed"));
+}
+
+#[test]
+fn absurd_numbers_are_refused_without_harm() {
+    let server = Server::start();
+    let mut c = mc(&server);
+    set(&mut c, "big", "x");
+    c.send("monitor big 18446744073709551615 1\r\n");
+    assert_eq!(value(&mut c).as_deref(), Some("x"));
+    assert_eq!(c.line(), "END");
+    c.send("set big 0 0 18446744073709551615\r\n");
+    assert!(c.line().starts_with("SERVER_ERROR"));
+    // The server is unharmed.
+    let mut other = mc(&server);
+    set(&mut other, "big", "y");
+    assert_eq!(get(&mut other, "big").as_deref(), Some("y"));
+}

@@ -2,12 +2,16 @@
 //! a reply buffer over the write half, and the rules for running a call.
 //!
 //! - Replies are appended to [`Connection::out`] and written when the
-//!   connection would otherwise wait for input, so pipelined requests are
-//!   answered with one write per batch and a lone request with one write.
-//! - A call runs under [`Connection::run`], which keeps reading while the call
-//!   waits: requests pipelined behind it are queued (a bounded number; past it
-//!   the connection stops reading), and if the client leaves or the server
-//!   shuts down, the call is dropped — which hands back anything it had taken.
+//!   connection would otherwise wait for input (or once [`OUT_LIMIT`] bytes
+//!   are pending), so pipelined requests are answered with one write per
+//!   batch and a lone request with one write. A write that makes no progress
+//!   for [`WRITE_STALL`] ends the connection.
+//! - A call that may wait on other clients (a blocking get) runs under
+//!   [`Connection::run`], which first writes the replies before it and then
+//!   keeps reading while the call waits: a request pipelined behind it is
+//!   read ahead, and if the client leaves or the server shuts down, the call
+//!   is dropped — which takes nothing (see [`crate::service::Reading`]).
+//!   Every other call only waits for the journal and runs to the end.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -17,7 +21,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -27,9 +31,18 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::stats::{self, ConnectionGuard, Stats};
 
-/// Requests a client may pipeline behind a running call before the
-/// connection stops reading (TCP flow control then slows the client down).
-const MAX_PIPELINED: usize = 64;
+/// Requests read ahead behind a waiting call before the connection stops
+/// reading (TCP flow control then holds the client back). One is enough to
+/// notice a client that leaves, and bounds what a connection buffers.
+const MAX_PIPELINED: usize = 1;
+
+/// Pending replies past this size are written even if more requests are
+/// ready, so a client that sends without reading cannot grow them.
+const OUT_LIMIT: usize = 64 * 1024;
+
+/// A reply write that makes no progress for this long ends the connection
+/// (the client stopped reading).
+const WRITE_STALL: Duration = Duration::from_secs(60);
 
 /// One client connection of protocol `C`.
 pub struct Connection<'a, C: Decoder> {
@@ -106,9 +119,11 @@ where
         }
         if !self.out.is_empty() {
             // Answer pipelined requests in one write: only flush when nothing
-            // more is ready to be decoded.
-            if let Some(next) = self.frames.next().now_or_never() {
-                return self.accept(next);
+            // more is ready to be decoded, or enough is pending.
+            if self.out.len() < OUT_LIMIT {
+                if let Some(next) = self.frames.next().now_or_never() {
+                    return self.accept(next);
+                }
             }
             if !self.flush().await {
                 return None;
@@ -149,8 +164,15 @@ where
 
     /// Runs `call` to completion while watching the connection; `None` if the
     /// client left or the server shut down first (the call is then dropped).
+    /// Replies to earlier requests are written before the call waits.
     pub async fn run<F: Future>(&mut self, call: F) -> Option<F::Output> {
         tokio::pin!(call);
+        if let Some(output) = (&mut call).now_or_never() {
+            return Some(output);
+        }
+        if !self.flush().await {
+            return None;
+        }
         loop {
             let room = !self.closed && self.backlog.len() < MAX_PIPELINED;
             tokio::select! {
@@ -168,24 +190,27 @@ where
         }
     }
 
-    /// Writes the pending replies; `false` if the client is gone.
+    /// Writes the pending replies; `false` if the client is gone or stopped
+    /// reading.
     pub async fn flush(&mut self) -> bool {
-        if self.out.is_empty() {
-            return true;
+        while !self.out.is_empty() {
+            let written = tokio::time::timeout(WRITE_STALL, self.writer.write(&self.out)).await;
+            let error = match written {
+                Ok(Ok(n)) if n > 0 => {
+                    stats::add(&self.stats.bytes_written, n as u64);
+                    self.out.advance(n);
+                    continue;
+                }
+                Ok(Ok(_)) => io::Error::from(io::ErrorKind::WriteZero),
+                Ok(Err(e)) => e,
+                Err(_) => io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"),
+            };
+            tracing::debug!(peer = %self.peer, error = %error, "{} reply not delivered", self.protocol);
+            self.closed = true;
+            self.out.clear();
+            return false;
         }
-        let n = self.out.len();
-        match self.writer.write_all(&self.out).await {
-            Ok(()) => {
-                stats::add(&self.stats.bytes_written, n as u64);
-                self.out.clear();
-                true
-            }
-            Err(e) => {
-                tracing::debug!(peer = %self.peer, error = %e, "{} reply not delivered", self.protocol);
-                self.closed = true;
-                false
-            }
-        }
+        true
     }
 }
 

@@ -106,8 +106,8 @@ struct SetLine {
 enum Line {
     Request(Request),
     Set(SetLine),
-    /// A `set` with a usable length but a bad field: its data is skipped,
-    /// then this error is the reply.
+    /// A `set` with a usable length but a bad field: this error is the
+    /// reply, and its data is skipped.
     BadSet {
         len: usize,
         reason: String,
@@ -118,10 +118,10 @@ enum Line {
 enum State {
     Line,
     Data(SetLine),
-    /// Discarding `remaining` bytes of a refused data block.
+    /// Discarding `remaining` bytes of a refused data block (its reply is
+    /// already out: a client need not send the data to hear the refusal).
     Skip {
         remaining: usize,
-        then: Frame,
     },
     /// Discarding the rest of an over-long line.
     DiscardLine,
@@ -168,17 +168,16 @@ impl Decoder for McCodec {
                         Ok(Line::Request(request)) => return Ok(Some(Frame::Request(request))),
                         Ok(Line::Set(set)) if set.len > self.max_item => {
                             self.state = State::Skip {
-                                remaining: set.len + 2,
-                                then: Frame::TooLarge,
+                                remaining: set.len.saturating_add(2),
                             };
+                            return Ok(Some(Frame::TooLarge));
                         }
                         Ok(Line::Set(set)) => self.state = State::Data(set),
                         Ok(Line::BadSet { len, reason }) => {
-                            let then = Frame::ClientError(reason);
                             self.state = State::Skip {
                                 remaining: len.saturating_add(2),
-                                then,
                             };
+                            return Ok(Some(Frame::ClientError(reason)));
                         }
                         Err(reason) => return Ok(Some(Frame::ClientError(reason))),
                     }
@@ -210,18 +209,14 @@ impl Decoder for McCodec {
                     };
                     return Ok(Some(Frame::Request(request)));
                 }
-                State::Skip { remaining, .. } => {
+                State::Skip { remaining } => {
                     let n = (*remaining).min(buf.len());
                     buf.advance(n);
                     *remaining -= n;
                     if *remaining > 0 {
                         return Ok(None);
                     }
-                    let State::Skip { then, .. } = std::mem::replace(&mut self.state, State::Line)
-                    else {
-                        unreachable!()
-                    };
-                    return Ok(Some(then));
+                    self.state = State::Line;
                 }
                 State::DiscardLine => match buf.iter().position(|&b| b == b'\n') {
                     Some(end) => {
@@ -453,7 +448,7 @@ async fn execute<S: QueueService>(
             data,
             noreply,
         } => {
-            let reply = match conn.run(service.put(&queue, vec![data], expiry)).await? {
+            let reply = match service.put(&queue, vec![data], expiry).await {
                 Ok(1) => "STORED".into(),
                 Ok(_) => "NOT_STORED".into(),
                 Err(e) => error_reply(&e),
@@ -486,34 +481,32 @@ async fn execute<S: QueueService>(
             "END".into()
         }
         Request::Confirm { queue, count } => {
-            match conn
-                .run(service.confirm(session, &queue, Transactions::Oldest(count)))
-                .await?
+            match service
+                .confirm(session, &queue, Transactions::Oldest(count))
+                .await
             {
                 Ok(_) if count > 0 => "END".into(),
                 Ok(_) => "ERROR".into(),
                 Err(e) => error_reply(&e),
             }
         }
-        Request::Delete { queue } => match conn.run(service.delete(&queue)).await? {
+        Request::Delete { queue } => match service.delete(&queue).await {
             Ok(()) => "DELETED".into(),
             Err(e) => error_reply(&e),
         },
-        Request::Flush { queue } => match conn.run(service.flush(&queue)).await? {
+        Request::Flush { queue } => match service.flush(&queue).await {
             Ok(()) => "END".into(),
             Err(e) => error_reply(&e),
         },
-        Request::FlushAll => match conn.run(service.flush_all()).await? {
+        Request::FlushAll => match service.flush_all().await {
             Ok(()) => "Flushed all queues.".into(),
             Err(e) => error_reply(&e),
         },
-        Request::FlushExpired { queue } => {
-            match conn.run(service.flush_expired(Some(&queue))).await? {
-                Ok(n) => n.to_string(),
-                Err(e) => error_reply(&e),
-            }
-        }
-        Request::FlushAllExpired => match conn.run(service.flush_expired(None)).await? {
+        Request::FlushExpired { queue } => match service.flush_expired(Some(&queue)).await {
+            Ok(n) => n.to_string(),
+            Err(e) => error_reply(&e),
+        },
+        Request::FlushAllExpired => match service.flush_expired(None).await {
             Ok(n) => n.to_string(),
             Err(e) => error_reply(&e),
         },
@@ -547,7 +540,7 @@ async fn execute<S: QueueService>(
         Request::Version => format!("VERSION {}", service.version()),
         Request::Status { set: None } => service.status().word().to_string(),
         Request::Status { set: Some(name) } => match ServerStatus::parse(&name) {
-            Some(status) => match conn.run(service.set_status(status)).await? {
+            Some(status) => match service.set_status(status).await {
                 Ok(()) => "END".into(),
                 Err(e) => error_reply(&e),
             },
@@ -579,9 +572,9 @@ async fn get<S: QueueService>(
 ) -> Option<()> {
     if options.close {
         // Closing with nothing open is not an error (Kestrel ignores it).
-        let reply = match conn
-            .run(service.confirm(session, queue, Transactions::Oldest(1)))
-            .await?
+        let reply = match service
+            .confirm(session, queue, Transactions::Oldest(1))
+            .await
         {
             Ok(_) | Err(ServiceError::NotEnoughOpen { .. }) if !options.open => Some("END".into()),
             Ok(_) | Err(ServiceError::NotEnoughOpen { .. }) => None,
@@ -593,10 +586,7 @@ async fn get<S: QueueService>(
         }
     }
     if options.abort {
-        let reply = match conn
-            .run(service.abort(session, queue, Transactions::Oldest(1)))
-            .await?
-        {
+        let reply = match service.abort(session, queue, Transactions::Oldest(1)).await {
             Ok(_) | Err(ServiceError::NotEnoughOpen { .. }) => "END".into(),
             Err(e) => error_reply(&e),
         };
@@ -616,7 +606,7 @@ async fn get<S: QueueService>(
         read,
     };
     match conn.run(service.get(session, queue, request)).await? {
-        Ok(items) => match items.first() {
+        Ok(reading) => match reading.finish().await.first() {
             Some(item) => value(&mut conn.out, queue, &item.data),
             None => line(&mut conn.out, "END"),
         },
@@ -715,10 +705,10 @@ mod tests {
     fn oversized_sets_are_skipped_without_buffering() {
         let mut codec = McCodec::new(64, 4);
         let mut buf = BytesMut::from(&b"set q 0 0 10\r\n0123"[..]);
+        assert_eq!(codec.decode(&mut buf).unwrap(), Some(Frame::TooLarge));
         assert_eq!(codec.decode(&mut buf).unwrap(), None);
         assert!(buf.is_empty(), "skipped bytes must not be kept");
         buf.extend_from_slice(b"456789\r\nversion\r\n");
-        assert_eq!(codec.decode(&mut buf).unwrap(), Some(Frame::TooLarge));
         assert_eq!(
             codec.decode(&mut buf).unwrap(),
             Some(Frame::Request(Request::Version))

@@ -31,7 +31,7 @@ async fn monitor<S: QueueService, C: Decoder>(
 where
     C::Error: std::fmt::Display,
 {
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = tokio::time::Instant::now() + timeout.min(crate::service::MAX_WAIT);
     for _ in 0..max {
         let timeout = Some(deadline.saturating_duration_since(tokio::time::Instant::now()));
         let request = GetRequest {
@@ -39,14 +39,17 @@ where
             timeout,
             read: Read::Open,
         };
-        match conn.run(service.get(session, queue, request)).await? {
-            Ok(items) if !items.is_empty() => {
-                write(&mut conn.out, &items[0].data);
+        let Ok(reading) = conn.run(service.get(session, queue, request)).await? else {
+            break;
+        };
+        match reading.finish().await.first() {
+            Some(item) => {
+                write(&mut conn.out, &item.data);
                 if !conn.flush().await {
                     return None;
                 }
             }
-            _ => break,
+            None => break,
         }
     }
     Some(())

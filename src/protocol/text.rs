@@ -404,7 +404,7 @@ async fn execute<S: QueueService>(
             queue,
             expiry,
             items,
-        } => match conn.run(service.put(&queue, items, expiry)).await? {
+        } => match service.put(&queue, items, expiry).await {
             Ok(n) => format!("+{n}"),
             Err(e) => error_reply(&e),
         },
@@ -415,10 +415,7 @@ async fn execute<S: QueueService>(
             return read_one(service, session, conn, &queue, timeout, Read::Peek).await;
         }
         Request::Monitor { queue, timeout } => {
-            if let Err(e) = conn
-                .run(service.confirm(session, &queue, Transactions::All))
-                .await?
-            {
+            if let Err(e) = service.confirm(session, &queue, Transactions::All).await {
                 reply(&mut conn.out, &error_reply(&e));
                 return Some(());
             }
@@ -427,25 +424,25 @@ async fn execute<S: QueueService>(
             "*".into()
         }
         Request::Confirm { queue, count } => {
-            match conn
-                .run(service.confirm(session, &queue, Transactions::Oldest(count)))
-                .await?
+            match service
+                .confirm(session, &queue, Transactions::Oldest(count))
+                .await
             {
                 Ok(n) => format!("+{n}"),
                 Err(e) => error_reply(&e),
             }
         }
-        Request::Flush { queue } => match conn.run(service.flush(&queue)).await? {
+        Request::Flush { queue } => match service.flush(&queue).await {
             Ok(()) => "+0".into(),
             Err(e) => error_reply(&e),
         },
-        Request::Delete { queue } => match conn.run(service.delete(&queue)).await? {
+        Request::Delete { queue } => match service.delete(&queue).await {
             Ok(()) => "+0".into(),
             Err(e) => error_reply(&e),
         },
         Request::Status { set: None } => format!(":{}", service.status().word()),
         Request::Status { set: Some(name) } => match ServerStatus::parse(&name) {
-            Some(status) => match conn.run(service.set_status(status)).await? {
+            Some(status) => match service.set_status(status).await {
                 Ok(()) => "+0".into(),
                 Err(e) => error_reply(&e),
             },
@@ -476,10 +473,7 @@ async fn read_one<S: QueueService>(
     timeout: Option<Duration>,
     read: Read,
 ) -> Option<()> {
-    if let Err(e) = conn
-        .run(service.confirm(session, queue, Transactions::All))
-        .await?
-    {
+    if let Err(e) = service.confirm(session, queue, Transactions::All).await {
         reply(&mut conn.out, &error_reply(&e));
         return Some(());
     }
@@ -489,7 +483,7 @@ async fn read_one<S: QueueService>(
         read,
     };
     match conn.run(service.get(session, queue, request)).await? {
-        Ok(items) => match items.first() {
+        Ok(reading) => match reading.finish().await.first() {
             Some(found) => item(&mut conn.out, &found.data),
             None => reply(&mut conn.out, "*"),
         },

@@ -13,7 +13,8 @@
 //! 2. **execute** — the command runs, asynchronously, on the [`QueueService`];
 //!    a waiting `get` parks here without holding a thread, while the
 //!    connection keeps watching its socket so a client that leaves cancels
-//!    its get (and returns any items it had taken);
+//!    its get (nothing is taken until the wait ends; items taken are always
+//!    delivered);
 //! 3. **encode** — the same generated function runs again on the same frame
 //!    with a handler that returns the outcome, and writes the reply.
 //!
@@ -135,13 +136,15 @@ fn ids(set: BTreeSet<i64>) -> Transactions {
     )
 }
 
-/// Runs a command on the service.
+/// Runs a command on the service; `None` if the client left, or the server
+/// stopped, while a get waited.
 async fn execute<S: QueueService>(
     service: &S,
     session: &mut S::Session,
+    conn: &mut Connection<'_, LengthDelimitedCodec>,
     command: Command,
-) -> Outcome {
-    match command {
+) -> Option<Outcome> {
+    Some(match command {
         Command::Put {
             queue,
             items,
@@ -169,16 +172,16 @@ async fn execute<S: QueueService>(
                 timeout: millis(timeout_msec),
                 read,
             };
-            let items = service
-                .get(session, &queue, request)
-                .await
-                .map_err(app_error);
-            Outcome::Items(items.map(|items| {
-                items
+            let items = match conn.run(service.get(session, &queue, request)).await? {
+                Ok(reading) => Ok(reading
+                    .finish()
+                    .await
                     .into_iter()
                     .map(|d| Item::new(d.data.to_vec(), d.id.map_or(0, |id| id as i64)))
-                    .collect()
-            }))
+                    .collect()),
+                Err(e) => Err(app_error(e)),
+            };
+            Outcome::Items(items)
         }
         Command::Confirm { queue, ids: set } => Outcome::Count(
             service
@@ -232,7 +235,7 @@ async fn execute<S: QueueService>(
             })
         }
         Command::GetVersion => Outcome::Version(Ok(service.version().to_string())),
-    }
+    })
 }
 
 /// Runs the generated processing function of the named method.
@@ -517,7 +520,7 @@ pub async fn serve<S: QueueService>(
         let Some(command) = decode(&frame, &mut conn.out) else {
             continue;
         };
-        let Some(outcome) = conn.run(execute(&*service, &mut session, command)).await else {
+        let Some(outcome) = execute(&*service, &mut session, &mut conn, command).await else {
             break;
         };
         encode(&frame, outcome, &mut conn.out);

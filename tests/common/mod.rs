@@ -246,6 +246,12 @@ impl Raw {
         self.stream.write_all(bytes.as_ref()).expect("send");
     }
 
+    /// Half-closes the connection: the server sees the end of input, and can
+    /// still reply (what `nc -N` does once its input is sent).
+    pub fn shutdown_write(&mut self) {
+        self.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+
     fn fill(&mut self) -> usize {
         use std::io::Read;
         let mut chunk = [0u8; 65536];
