@@ -46,7 +46,29 @@ pub struct Failure {
 pub struct Progress {
     pub written: u64,
     pub synced: u64,
-    pub failure: Option<Failure>,
+    /// Recent failed ranges, oldest first. A waiter may look only after
+    /// several more writes, so one slot is not enough: a later failure would
+    /// hide an earlier one and a failed record would be acknowledged.
+    pub failures: Vec<Failure>,
+}
+
+/// Failed ranges kept; past it the two oldest merge (a record between them
+/// that was written may then be reported failed: safe, never the reverse).
+const FAILURES_KEPT: usize = 16;
+
+impl Progress {
+    fn fail(&mut self, failure: Failure) {
+        if self.failures.len() == FAILURES_KEPT {
+            let oldest = self.failures.remove(0);
+            self.failures[0].from = oldest.from;
+        }
+        self.failures.push(failure);
+    }
+
+    /// The failure covering the record that ends at `lsn`, if any.
+    fn failure_at(&self, lsn: u64) -> Option<&Failure> {
+        self.failures.iter().find(|f| f.from < lsn && lsn <= f.to)
+    }
 }
 
 /// A journal write failed; the message says how.
@@ -143,13 +165,21 @@ impl JournalIo {
         !lock(&self.pending).chunks.is_empty()
     }
 
-    /// Stops all I/O (the queue was deleted); pending records are dropped.
+    /// Stops all I/O (the queue was deleted); pending records are dropped
+    /// and counted as done, so that nobody waits for them.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        lock(&self.pending).chunks.clear();
+        let appended = {
+            let mut p = lock(&self.pending);
+            p.chunks.clear();
+            p.appended
+        };
         let mut w = lock(&self.writer);
         w.file = None;
         w.unsynced.clear();
+        w.progress.written = w.progress.written.max(appended);
+        w.progress.synced = w.progress.synced.max(appended);
+        self.publish(w);
     }
 
     fn file(&self, w: &mut Writer, segment: u64) -> io::Result<()> {
@@ -210,9 +240,10 @@ impl JournalIo {
             w.progress.written = chunk.end;
         }
         if let Some((from, message)) = failed {
-            w.progress.failure = Some(Failure {
+            let to = w.progress.written;
+            w.progress.fail(Failure {
                 from,
-                to: w.progress.written,
+                to,
                 message: message.into(),
             });
             self.failures.fetch_add(1, Ordering::AcqRel);
@@ -234,7 +265,7 @@ impl JournalIo {
             Err(e) => {
                 tracing::error!(dir = %self.dir.display(), error = %e, "journal fsync failed");
                 let from = w.progress.synced;
-                w.progress.failure = Some(Failure {
+                w.progress.fail(Failure {
                     from,
                     to: target,
                     message: e.to_string().into(),
@@ -263,10 +294,8 @@ impl JournalIo {
         loop {
             {
                 let p = rx.borrow_and_update();
-                if let Some(f) = &p.failure {
-                    if f.from < lsn && lsn <= f.to {
-                        return Err(WriteError(f.message.clone()));
-                    }
+                if let Some(f) = p.failure_at(lsn) {
+                    return Err(WriteError(f.message.clone()));
                 }
                 let done = match self.sync {
                     SyncMode::Always => p.synced >= lsn,
@@ -280,6 +309,10 @@ impl JournalIo {
                 yielded = true;
                 tokio::task::yield_now().await;
                 continue;
+            }
+            if self.closed.load(Ordering::Acquire) {
+                // The queue is gone, and its records with it.
+                return Ok(());
             }
             if let Ok(mut w) = self.writer.try_lock() {
                 self.write_pending(&mut w);
@@ -301,11 +334,7 @@ impl JournalIo {
         let mut w = lock(&self.writer);
         self.write_pending(&mut w);
         self.sync_files(&mut w);
-        let failed = w
-            .progress
-            .failure
-            .clone()
-            .filter(|f| f.to >= target && f.from < target);
+        let failed = w.progress.failure_at(target).cloned();
         self.publish(w);
         match failed {
             Some(f) => Err(WriteError(f.message)),
@@ -396,5 +425,28 @@ mod tests {
         let (_, lsn) = io.push(1, &add(1));
         let err = io.wait(lsn).await.unwrap_err();
         assert!(err.to_string().contains("journal write failed"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_failure_is_not_hidden_by_a_later_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = JournalIo::new(dir.path().join("missing"), SyncMode::Never);
+        let (_, first) = io.push(1, &add(1));
+        io.write_now();
+        let (_, second) = io.push(1, &add(2));
+        io.write_now();
+        // The first waiter looks only now, after both writes failed.
+        assert!(io.wait(first).await.is_err());
+        assert!(io.wait(second).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn closing_releases_waiters_of_records_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = JournalIo::new(dir.path().to_path_buf(), SyncMode::Never);
+        let (_, lsn) = io.push(1, &add(1));
+        io.close();
+        let waited = tokio::time::timeout(Duration::from_secs(10), io.wait(lsn)).await;
+        assert_eq!(waited, Ok(Ok(())));
     }
 }

@@ -493,7 +493,7 @@ impl Journal {
                 held: None,
             });
         }
-        let mut wrote_pending = false;
+        let mut refreshed = None;
         loop {
             let cursor = self.cursor.as_mut().expect("opened above");
             let next = match cursor.held.take() {
@@ -540,16 +540,20 @@ impl Journal {
                     bytes = d.len,
                     "damaged journal records skipped; DATA MAY HAVE BEEN LOST"
                 ),
-                Next::End { damage, .. } => {
+                Next::End { damage, valid_len } => {
                     let id = cursor.reader.id;
+                    // Short of what was appended to the segment: the rest may
+                    // still be waiting to be written, or have been written
+                    // after the reader last looked at the file's length (it was
+                    // the active segment then). Write, look again, once.
+                    let appended = self.state.segments.get(&id).map_or(0, |s| s.size);
+                    if valid_len < appended && refreshed != Some(id) {
+                        refreshed = Some(id);
+                        self.io.write_now();
+                        cursor.reader.refresh_len()?;
+                        continue;
+                    }
                     if id >= self.active {
-                        // The rest may still be waiting to be written.
-                        if !wrote_pending {
-                            wrote_pending = true;
-                            self.io.write_now();
-                            cursor.reader.refresh_len()?;
-                            continue;
-                        }
                         batch.lost += self.state.lose(want, u64::MAX);
                         break;
                     }

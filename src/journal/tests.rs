@@ -165,6 +165,23 @@ async fn the_older_checkpoint_takes_over_from_a_damaged_newer_one() {
 }
 
 #[tokio::test]
+async fn read_behind_follows_a_segment_that_grew_after_it_was_read() {
+    // The reader reaches the end of the active segment; more items land in it
+    // until it fills and the journal moves on. Reading on must find them.
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::create(dir.path(), config(1000), 0).unwrap();
+    append_all(&mut j, (1..=2).map(|s| add(s, 100))).await;
+    let first = j.read_items(1, u64::MAX, 0).unwrap();
+    assert_eq!(first.items.len(), 2);
+    append_all(&mut j, (3..=30).map(|s| add(s, 100))).await;
+    assert!(segment::list(dir.path()).unwrap().len() > 2);
+    let rest = j.read_items(3, u64::MAX, 0).unwrap();
+    assert_eq!(rest.lost, 0);
+    let seqs: Vec<u64> = rest.items.iter().map(|i| i.seq).collect();
+    assert_eq!(seqs, (3..=30).collect::<Vec<_>>());
+}
+
+#[tokio::test]
 async fn read_behind_crosses_segments_and_respects_the_budget() {
     let dir = tempfile::tempdir().unwrap();
     let mut j = Journal::create(dir.path(), config(1000), 0).unwrap();

@@ -442,7 +442,8 @@ impl QueueCollection {
             let config = q.config();
             self.expire(&q, config.max_expire_sweep).await;
             if let Some(age) = config.max_queue_age {
-                if q.is_empty_and_older_than(age) && self.remove(q.name(), true) {
+                if q.delete_if_empty_and_older_than(age) {
+                    self.forget(&q);
                     tracing::info!(queue = %q.name(), "empty queue older than max_queue_age deleted");
                 }
             }
@@ -451,27 +452,38 @@ impl QueueCollection {
 
     /// Removes `queue` and its journal. Returns whether it existed.
     pub fn delete(&self, queue: &str) -> bool {
-        let deleted = self.remove(queue, false);
+        let deleted = self.remove(queue);
         if deleted {
             tracing::info!(queue, "queue deleted");
         }
         deleted
     }
 
-    /// Removes `queue`, counting it (as expired if `aged_out`) in the same
-    /// step, so stats never see one without the other.
-    fn remove(&self, queue: &str, aged_out: bool) -> bool {
+    /// Removes `queue` and deletes it. Returns whether it existed.
+    fn remove(&self, queue: &str) -> bool {
         let mut queues = lock_err(self.queues.write());
         let Some(q) = queues.remove(queue) else {
             return false;
         };
         self.deletes.fetch_add(1, Ordering::Relaxed);
-        if aged_out {
-            self.expires.fetch_add(1, Ordering::Relaxed);
-        }
         drop(queues);
         q.delete();
         true
+    }
+
+    /// Drops `q`, deleted for its age, from the collection (unless a queue of
+    /// the same name has replaced it meanwhile), counting it as deleted and
+    /// expired in the same step, so stats never see one without the other.
+    fn forget(&self, q: &Arc<Queue>) {
+        let mut queues = lock_err(self.queues.write());
+        if queues
+            .get(q.name())
+            .is_some_and(|held| Arc::ptr_eq(held, q))
+        {
+            queues.remove(q.name());
+            self.deletes.fetch_add(1, Ordering::Relaxed);
+            self.expires.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Memory every queue's items take.

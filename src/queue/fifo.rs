@@ -716,16 +716,22 @@ impl Queue {
         }
     }
 
-    /// Whether the queue is empty, unused, and was created more than
-    /// `max_age` ago (Kestrel's `max_queue_age`).
-    pub fn is_empty_and_older_than(&self, max_age: std::time::Duration) -> bool {
-        let st = self.lock();
+    /// Deletes the queue if it is empty, unused, and was created more than
+    /// `max_age` ago (Kestrel's `max_queue_age`); returns whether it did.
+    /// Checked and done under one hold of the lock, so a put cannot land in
+    /// between (a put that comes after finds the queue deleted and retries).
+    pub fn delete_if_empty_and_older_than(&self, max_age: std::time::Duration) -> bool {
+        let mut st = self.lock();
         let store = &st.store;
-        store.ready_count() == 0
+        let idle = store.ready_count() == 0
             && store.open.is_empty()
             && store.expiring.is_empty()
             && st.waiters.is_empty()
-            && now_ms().saturating_sub(store.created_ms) >= max_age.as_millis() as i64
+            && now_ms().saturating_sub(store.created_ms) >= max_age.as_millis() as i64;
+        if idle {
+            self.delete_locked(&mut st);
+        }
+        idle
     }
 
     /// Memory the queue's items take (ready and open, with their overhead).
@@ -749,7 +755,10 @@ impl Queue {
     /// dropped, parked readers return with what they have, and later calls
     /// through stale handles do nothing.
     pub fn delete(&self) {
-        let mut st = self.lock();
+        self.delete_locked(&mut self.lock());
+    }
+
+    fn delete_locked(&self, st: &mut State) {
         st.deleted = true;
         let store = &mut st.store;
         store.ready.clear();
