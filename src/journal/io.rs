@@ -194,9 +194,9 @@ impl JournalIo {
         }
         let len = file.metadata()?.len();
         if let Some(old) = w.file.replace(Open { segment, file, len }) {
-            if self.sync != SyncMode::Never {
-                w.unsynced.push(old.file);
-            }
+            // Kept for the next fsync, which a checkpoint makes in every mode:
+            // a checkpoint must never claim more than the disk holds.
+            w.unsynced.push(old.file);
         }
         Ok(())
     }

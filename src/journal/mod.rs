@@ -368,14 +368,19 @@ impl Journal {
                             );
                         }
                     }
-                    Next::Skipped(d) => tracing::warn!(
-                        queue = name,
-                        segment = id,
-                        offset = d.offset,
-                        bytes = d.len,
-                        "damaged journal records skipped; DATA MAY HAVE BEEN LOST"
-                    ),
+                    Next::Skipped(d) => warn_skipped(dir, id, &d),
                     Next::End { valid_len, damage } => {
+                        if damage.is_some() {
+                            // A damaged length field reads like a torn tail:
+                            // look for intact records after it before cutting.
+                            if let Next::Skipped(d) = reader.resync()? {
+                                warn_skipped(dir, id, &d);
+                                continue;
+                            }
+                        }
+                        // What the file holds, skipped damage included: new
+                        // records go after it.
+                        state.segments.entry(id).or_default().size = valid_len;
                         if let Some(d) = damage {
                             tracing::warn!(
                                 queue = name,
@@ -533,13 +538,7 @@ impl Journal {
                     }
                 }
                 Next::Record { .. } => {}
-                Next::Skipped(d) => tracing::warn!(
-                    dir = %self.dir.display(),
-                    segment = cursor.reader.id,
-                    offset = d.offset,
-                    bytes = d.len,
-                    "damaged journal records skipped; DATA MAY HAVE BEEN LOST"
-                ),
+                Next::Skipped(d) => warn_skipped(&self.dir, cursor.reader.id, &d),
                 Next::End { damage, valid_len } => {
                     let id = cursor.reader.id;
                     // Short of what was appended to the segment: the rest may
@@ -552,6 +551,13 @@ impl Journal {
                         self.io.write_now();
                         cursor.reader.refresh_len()?;
                         continue;
+                    }
+                    if damage.is_some() {
+                        // Damage recovery stepped over: so do we.
+                        if let Next::Skipped(d) = cursor.reader.resync()? {
+                            warn_skipped(&self.dir, id, &d);
+                            continue;
+                        }
                     }
                     if id >= self.active {
                         batch.lost += self.state.lose(want, u64::MAX);
@@ -717,6 +723,17 @@ impl Journal {
         self.io.close();
         fs::remove_dir_all(&self.dir)
     }
+}
+
+/// Logs damaged records stepped over, in recovery and read-behind alike.
+fn warn_skipped(dir: &Path, segment: u64, d: &segment::Damage) {
+    tracing::warn!(
+        dir = %dir.display(),
+        segment,
+        offset = d.offset,
+        bytes = d.len,
+        "damaged journal records skipped; DATA MAY HAVE BEEN LOST"
+    );
 }
 
 #[cfg(test)]

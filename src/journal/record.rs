@@ -153,10 +153,15 @@ pub fn decode(buf: &[u8]) -> Decoded {
         return Decoded::Corrupt("checksum mismatch");
     }
     match parse_body(body) {
+        Some(record) if record.seq() > MAX_SEQ => Decoded::Corrupt("impossible sequence number"),
         Some(record) => Decoded::Record(record, HEADER + len),
         None => Decoded::Corrupt("malformed record body"),
     }
 }
+
+/// Sequence numbers count puts from 1; none comes anywhere near this, so a
+/// record beyond it is damage (and `seq + 1` never overflows).
+const MAX_SEQ: u64 = 1 << 62;
 
 fn parse_body(mut body: &[u8]) -> Option<Record> {
     let kind = body.first().copied()?;
@@ -262,6 +267,13 @@ mod tests {
                 "flipping bit {bit} went unnoticed"
             );
         }
+    }
+
+    #[test]
+    fn an_impossible_sequence_number_is_damage() {
+        let mut buf = BytesMut::new();
+        Record::Abort { seq: u64::MAX }.encode(&mut buf);
+        assert_eq!(decode(&buf), Decoded::Corrupt("impossible sequence number"));
     }
 
     #[test]

@@ -157,8 +157,9 @@ impl Reader {
         Ok(true)
     }
 
-    /// Looks for the next offset where an intact record starts.
-    fn resync(&mut self) -> io::Result<Next> {
+    /// Looks for the next offset where an intact record starts: `Skipped`
+    /// up to it, or `End` if there is none.
+    pub fn resync(&mut self) -> io::Result<Next> {
         let damaged_at = self.offset;
         let mut at = damaged_at + 1;
         while at + record::HEADER as u64 <= self.file_len {

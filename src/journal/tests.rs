@@ -144,6 +144,33 @@ async fn a_damaged_record_loses_only_itself() {
 }
 
 #[tokio::test]
+async fn a_damaged_length_loses_only_its_record_and_appends_go_after_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::create(dir.path(), config(1 << 20), 0).unwrap();
+    append_all(&mut j, (1..=10).map(|s| add(s, 50))).await;
+    drop(j);
+    let seg = segment::path(dir.path(), 1);
+    let mut bytes = fs::read(&seg).unwrap();
+    let fifth = 4 * (ADD_LEN as usize + 50);
+    // The fifth record now claims to run far past the end of the file.
+    bytes[fifth + 2] = 0x10;
+    fs::write(&seg, &bytes).unwrap();
+    let (mut j, r) = Journal::recover(dir.path(), config(1 << 20), "q").unwrap();
+    assert_eq!(r.items, 9);
+    assert_eq!(
+        fs::metadata(&seg).unwrap().len(),
+        bytes.len() as u64,
+        "nothing cut"
+    );
+    // New records go after everything the file holds, and survive a restart.
+    append_all(&mut j, [add(11, 50)]).await;
+    drop(j);
+    let (mut j, r) = Journal::recover(dir.path(), config(1 << 20), "q").unwrap();
+    assert_eq!(r.items, 10);
+    assert_eq!(live_seqs(&mut j), [1, 2, 3, 4, 6, 7, 8, 9, 10, 11]);
+}
+
+#[tokio::test]
 async fn the_older_checkpoint_takes_over_from_a_damaged_newer_one() {
     let dir = tempfile::tempdir().unwrap();
     let mut j = Journal::create(dir.path(), config(1 << 20), 0).unwrap();
