@@ -93,7 +93,8 @@ service Kestrel {
    * timeout_msec > 0 the call waits up to that long until max_items items
    * have been collected, then returns what it has (possibly nothing); with 0
    * it returns at once with what is available. max_items <= 0 returns an empty
-   * list.
+   * list. One call returns at most about 16 MiB of item data (always at least
+   * one item), however large max_items is.
    *
    * With auto_abort_msec > 0 the items are opened rather than removed: each
    * carries a non-zero id to confirm (remove for good) or abort (put back at

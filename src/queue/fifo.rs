@@ -195,8 +195,31 @@ struct Store {
     created_ms: i64,
 }
 
+/// What a read still wants: items, and bytes of them. A read ends when
+/// either runs out, so one read never holds more than [`MAX_READ_BYTES`]
+/// (plus one item), whatever count its client asked for.
+#[derive(Debug, Clone, Copy)]
+struct Want {
+    items: usize,
+    bytes: u64,
+}
+
+/// Bytes of items one read takes at most (it always takes at least one item).
+pub const MAX_READ_BYTES: u64 = 16 << 20;
+
+impl Want {
+    fn done(&self) -> bool {
+        self.items == 0 || self.bytes == 0
+    }
+
+    fn took(&mut self, item: &Item) {
+        self.items -= 1;
+        self.bytes = self.bytes.saturating_sub(item.size());
+    }
+}
+
 struct Waiter {
-    wants: usize,
+    want: Want,
     mode: Mode,
     got: Vec<Taken>,
     wake: Arc<Notify>,
@@ -305,10 +328,11 @@ impl Store {
         Some(item)
     }
 
-    /// Takes items for a reader until it holds `wants` or the queue runs dry.
+    /// Takes items for a reader until it has what it wants or the queue runs
+    /// dry.
     fn take_into(
         &mut self,
-        wants: usize,
+        want: &mut Want,
         mode: Mode,
         now_ms: i64,
         xids: &XidSource,
@@ -317,6 +341,7 @@ impl Store {
         if mode == Mode::Peek {
             if out.is_empty() {
                 if let Some(head) = self.head(now_ms) {
+                    want.took(head);
                     out.push(Taken {
                         item: head.clone(),
                         xid: None,
@@ -325,7 +350,7 @@ impl Store {
             }
             return;
         }
-        while out.len() < wants {
+        while !want.done() {
             if self.head(now_ms).is_none() {
                 break;
             }
@@ -343,6 +368,7 @@ impl Store {
                 }
                 _ => None,
             };
+            want.took(&item);
             out.push(Taken { item, xid });
         }
     }
@@ -543,8 +569,9 @@ impl Queue {
         revoked
     }
 
-    /// Reads up to `max` items, waiting until `deadline` for the rest when
-    /// fewer are ready. Peeks return at most one item.
+    /// Reads up to `max` items (and about [`MAX_READ_BYTES`]), waiting until
+    /// `deadline` for the rest when fewer are ready. Peeks return at most one
+    /// item.
     ///
     /// Cancel-safe: if the returned future is dropped, every item it had taken
     /// goes back where it was.
@@ -583,19 +610,22 @@ impl Queue {
             if st.deleted {
                 return (Vec::new(), None);
             }
+            let mut want = Want {
+                items: max,
+                bytes: MAX_READ_BYTES,
+            };
             st.store
-                .take_into(max, mode, now, &self.xids, &mut pending.taken);
-            if pending.taken.len() >= max || !may_wait {
+                .take_into(&mut want, mode, now, &self.xids, &mut pending.taken);
+            if want.done() || !may_wait {
                 return pending.complete(&mut st);
             }
             let id = st.next_waiter;
             st.next_waiter += 1;
             let wake = Arc::new(Notify::new());
-            let wants = max - pending.taken.len();
             st.waiters.insert(
                 id,
                 Waiter {
-                    wants,
+                    want,
                     mode,
                     got: Vec::new(),
                     wake: wake.clone(),
@@ -844,13 +874,13 @@ impl Queue {
         while let Some(mut entry) = st.waiters.first_entry() {
             let waiter = entry.get_mut();
             st.store.take_into(
-                waiter.wants,
+                &mut waiter.want,
                 waiter.mode,
                 now_ms,
                 &self.xids,
                 &mut waiter.got,
             );
-            if waiter.got.len() < waiter.wants {
+            if !waiter.want.done() {
                 break;
             }
             let (id, waiter) = entry.remove_entry();

@@ -4,8 +4,10 @@
 //! The `thrift` 0.17 `TBinaryInputProtocol` sizes allocations from wire
 //! lengths (a 31-byte frame claiming a list of two billion items aborts the
 //! process). Here every string, binary, list, set and map length is checked
-//! against the bytes left in the frame before anything is allocated, so the
-//! most a hostile frame can make the server allocate is its own size.
+//! against the bytes left in the frame before anything is allocated, and
+//! containers hold at most [`MAX_ELEMENTS`]: the decoded values of a frame
+//! take a small multiple of its size at most (a list of empty binaries costs
+//! 4 bytes on the wire and a few dozen decoded).
 //!
 //! The generated processor also treats every argument as required, while
 //! Kestrel's server used the IDL defaults for omitted ones. [`ARG_DEFAULTS`]
@@ -25,6 +27,10 @@ use thrift::{ProtocolErrorKind, new_protocol_error};
 /// Every one is an `i32` defaulting to 0. Kept in step with
 /// `idl/kestrel.thrift` by a test that reads the IDL.
 pub const ARG_DEFAULTS: &[(&str, &[i16])] = &[("put", &[3]), ("get", &[3, 4])];
+
+/// Most elements in one list, set or map: a million items or ids per call is
+/// far beyond any batch, and bounds what a frame of tiny elements decodes to.
+pub const MAX_ELEMENTS: usize = 1 << 20;
 
 /// Smallest encoding of a value of each type, used to bound element counts.
 fn min_size(t: TType) -> usize {
@@ -130,6 +136,18 @@ impl<'a> FrameInput<'a> {
                     "length {n} does not fit in the {} bytes left in the frame",
                     self.remaining()
                 ),
+            ));
+        }
+        Ok(n)
+    }
+
+    /// An element count, checked against the frame and [`MAX_ELEMENTS`].
+    fn count(&mut self, unit: usize) -> thrift::Result<usize> {
+        let n = self.length(unit)?;
+        if n > MAX_ELEMENTS {
+            return Err(new_protocol_error(
+                ProtocolErrorKind::SizeLimit,
+                format!("{n} elements; at most {MAX_ELEMENTS} are accepted in one call"),
             ));
         }
         Ok(n)
@@ -266,7 +284,7 @@ impl TInputProtocol for FrameInput<'_> {
 
     fn read_list_begin(&mut self) -> thrift::Result<TListIdentifier> {
         let element_type = ttype(self.read_byte()?)?;
-        let size = self.length(min_size(element_type))?;
+        let size = self.count(min_size(element_type))?;
         Ok(TListIdentifier::new(element_type, size as i32))
     }
 
@@ -276,7 +294,7 @@ impl TInputProtocol for FrameInput<'_> {
 
     fn read_set_begin(&mut self) -> thrift::Result<TSetIdentifier> {
         let element_type = ttype(self.read_byte()?)?;
-        let size = self.length(min_size(element_type))?;
+        let size = self.count(min_size(element_type))?;
         Ok(TSetIdentifier::new(element_type, size as i32))
     }
 
@@ -287,7 +305,7 @@ impl TInputProtocol for FrameInput<'_> {
     fn read_map_begin(&mut self) -> thrift::Result<TMapIdentifier> {
         let key_type = ttype(self.read_byte()?)?;
         let value_type = ttype(self.read_byte()?)?;
-        let size = self.length(min_size(key_type) + min_size(value_type))?;
+        let size = self.count(min_size(key_type) + min_size(value_type))?;
         Ok(TMapIdentifier::new(key_type, value_type, size as i32))
     }
 
@@ -360,6 +378,32 @@ mod tests {
             buf.extend_from_slice(&len.to_be_bytes());
             buf.extend_from_slice(b"put");
             assert!(FrameInput::new(&buf).read_message_begin().is_err(), "{len}");
+        }
+    }
+
+    #[test]
+    fn refuses_more_elements_than_the_limit() {
+        // Empty binaries take 4 bytes each: the frame holds them all, the
+        // limit does not.
+        let n = MAX_ELEMENTS + 1;
+        let buf = message(true, "put", |o| {
+            o.write_struct_begin(&TStructIdentifier::new("args"))
+                .unwrap();
+            o.write_field_begin(&TFieldIdentifier::new("items", TType::List, 2))
+                .unwrap();
+            o.write_byte(11).unwrap();
+            o.write_i32(n as i32).unwrap();
+            for _ in 0..n {
+                o.write_bytes(&[]).unwrap();
+            }
+        });
+        let mut i = FrameInput::new(&buf);
+        i.read_message_begin().unwrap();
+        i.read_struct_begin().unwrap();
+        i.read_field_begin().unwrap();
+        match i.read_list_begin() {
+            Err(thrift::Error::Protocol(e)) => assert!(e.message.contains("at most"), "{e:?}"),
+            other => panic!("{other:?}"),
         }
     }
 

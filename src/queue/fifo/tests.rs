@@ -318,3 +318,19 @@ async fn recovery_restores_items_and_rolls_back_open_ones() {
     assert_eq!(q.snapshot().items, 2);
     assert_eq!(data(&get(&q, 10, ReadKind::Take).await), ["b", "d"]);
 }
+
+#[tokio::test]
+async fn one_read_takes_at_most_its_byte_budget_and_at_least_one_item() {
+    let q = queue();
+    let mib = Bytes::from(vec![b'x'; 1 << 20]);
+    q.put((0..20).map(|_| mib.clone()), None).unwrap();
+    let got = get(&q, usize::MAX, ReadKind::Take).await;
+    assert_eq!(got.len() as u64, MAX_READ_BYTES >> 20);
+    assert_eq!(get(&q, usize::MAX, ReadKind::Take).await.len(), 4);
+    // An item bigger than the budget still comes out, alone.
+    let huge = Bytes::from(vec![b'y'; MAX_READ_BYTES as usize + 1]);
+    q.put([huge.clone(), mib.clone()], None).unwrap();
+    let got = get(&q, 10, ReadKind::Take).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].item.data, huge);
+}
