@@ -593,3 +593,24 @@ fn absurd_numbers_are_refused_without_harm() {
     set(&mut other, "big", "y");
     assert_eq!(get(&mut other, "big").as_deref(), Some("y"));
 }
+
+#[test]
+fn client_timeout_closes_idle_connections_but_not_slow_uploads() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("KESTREL_CLIENT_TIMEOUT", "1s")];
+    let server = Server::start_with_env(dir.path(), &[], &env);
+    // An upload that takes three times the timeout, but never pauses for
+    // long, is not idle. (The pauses are the behaviour under test.)
+    let mut slow = mc(&server);
+    slow.send("set slow 0 0 6\r\n");
+    for piece in ["ab", "cd", "ef", "\r\n"] {
+        std::thread::sleep(Duration::from_millis(750));
+        slow.send(piece);
+    }
+    assert_eq!(slow.line(), "STORED");
+    // A connection that sends nothing is closed.
+    let started = Instant::now();
+    let mut idle = mc(&server);
+    idle.expect_closed();
+    assert!(started.elapsed() >= Duration::from_secs(1));
+}

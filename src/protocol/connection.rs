@@ -18,6 +18,8 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -57,6 +59,9 @@ pub struct Connection<'a, C: Decoder> {
     /// the token under a lock every connection shares.
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     idle_timeout: Option<Duration>,
+    /// When bytes last arrived (or the connection last started waiting for
+    /// them): the idle timeout counts from here.
+    activity: Activity,
     stats: &'a Stats,
     closed: bool,
     /// Keeps `curr_connections` true however the connection ends.
@@ -80,6 +85,7 @@ where
             tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
         }
         let (read_half, writer) = stream.into_split();
+        let activity = Activity::new();
         Connection {
             peer,
             protocol,
@@ -87,6 +93,7 @@ where
                 Counted {
                     inner: read_half,
                     stats,
+                    activity: activity.clone(),
                 },
                 codec,
             ),
@@ -95,6 +102,7 @@ where
             backlog: VecDeque::new(),
             shutdown: Box::pin(shutdown.cancelled_owned()),
             idle_timeout: None,
+            activity,
             stats,
             closed: false,
             _counted: stats.connection(),
@@ -130,10 +138,20 @@ where
             }
         }
         let idle_timeout = self.idle_timeout;
-        let idle = async {
-            match idle_timeout {
-                Some(t) => tokio::time::sleep(t).await,
-                None => std::future::pending().await,
+        let activity = self.activity.clone();
+        activity.touch();
+        // Idle means no bytes for that long: a large request arriving slowly
+        // is not idle.
+        let idle = async move {
+            let Some(t) = idle_timeout else {
+                return std::future::pending().await;
+            };
+            loop {
+                let deadline = activity.last() + t;
+                if tokio::time::Instant::now() >= deadline {
+                    return;
+                }
+                tokio::time::sleep_until(deadline).await;
             }
         };
         let next = tokio::select! {
@@ -214,10 +232,37 @@ where
     }
 }
 
-/// The read half, counting bytes into `bytes_read`.
+/// When a connection last saw input, shared by its reader and its idle timer.
+#[derive(Clone)]
+struct Activity {
+    since: tokio::time::Instant,
+    /// Milliseconds after `since`.
+    last_ms: Arc<AtomicU64>,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            since: tokio::time::Instant::now(),
+            last_ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.since.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> tokio::time::Instant {
+        self.since + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// The read half, counting bytes into `bytes_read` and noting activity.
 struct Counted<'a> {
     inner: OwnedReadHalf,
     stats: &'a Stats,
+    activity: Activity,
 }
 
 impl AsyncRead for Counted<'_> {
@@ -229,7 +274,11 @@ impl AsyncRead for Counted<'_> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
-        stats::add(&this.stats.bytes_read, (buf.filled().len() - before) as u64);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            stats::add(&this.stats.bytes_read, n as u64);
+            this.activity.touch();
+        }
         poll
     }
 }

@@ -109,6 +109,9 @@ enum State {
 pub struct TextCodec {
     limits: Limits,
     state: State,
+    /// Bytes at the start of the buffer already searched for a line end, so
+    /// a long line arriving in pieces is scanned once, not once per piece.
+    scanned: usize,
 }
 
 impl TextCodec {
@@ -116,6 +119,7 @@ impl TextCodec {
         TextCodec {
             limits,
             state: State::Line,
+            scanned: 0,
         }
     }
 
@@ -134,6 +138,7 @@ impl Decoder for TextCodec {
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, Self::Error> {
         loop {
             if let State::LongLine { .. } = self.state {
+                self.scanned = 0;
                 let Some(end) = buf.iter().position(|&b| b == b'\n') else {
                     buf.clear();
                     return Ok(None);
@@ -152,10 +157,17 @@ impl Decoder for TextCodec {
             }
             let limit = self.line_limit();
             let window = &buf[..buf.len().min(limit + 1)];
-            let Some(end) = window.iter().position(|&b| b == b'\n') else {
+            let from = self.scanned.min(window.len());
+            let Some(end) = window[from..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map(|i| from + i)
+            else {
+                self.scanned = window.len();
                 if buf.len() <= limit {
                     return Ok(None);
                 }
+                self.scanned = 0;
 
                 let (then, reason) = match std::mem::replace(&mut self.state, State::Line) {
                     State::Line => (State::Line, format!("Line longer than {limit} bytes.")),
@@ -172,6 +184,7 @@ impl Decoder for TextCodec {
                 };
                 continue;
             };
+            self.scanned = 0;
             let mut line = buf.split_to(end + 1);
             line.truncate(end);
             if line.last() == Some(&b'\r') {
@@ -517,6 +530,21 @@ mod tests {
 
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn input_in_pieces_frames_as_input_at_once() {
+        let input = b"put q 500:\r\nab\xffc\r\nsecond\n\nget q 100\nPEEK q\n";
+        let mut codec = TextCodec::new(limits());
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        for &byte in input.iter() {
+            buf.extend_from_slice(&[byte]);
+            while let Some(frame) = codec.decode(&mut buf).unwrap() {
+                frames.push(frame);
+            }
+        }
+        assert_eq!(frames, decode_all(input));
     }
 
     #[test]
