@@ -1,5 +1,5 @@
 //! Any frame a client can send: decoding never panics and never allocates more
-//! than the frame's own size (libFuzzer's -rss_limit_mb and -malloc_limit_mb
+//! than a small multiple of the frame's size (libFuzzer's -rss_limit_mb and -malloc_limit_mb
 //! catch an allocation sized from a wire length).
 #![no_main]
 
