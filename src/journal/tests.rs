@@ -126,17 +126,23 @@ async fn a_torn_tail_is_cut_and_appends_continue_after_it() {
 
 const ADD_LEN: u64 = record::ADD_OVERHEAD as u64;
 
+/// Ten 50-byte items in one segment, then `damage` applied to the file's
+/// bytes, given the offset of the fifth record. Returns the segment's path.
+async fn ten_items_damaged(dir: &Path, damage: impl FnOnce(&mut [u8], usize)) -> PathBuf {
+    let mut j = Journal::create(dir, config(1 << 20), 0).unwrap();
+    append_all(&mut j, (1..=10).map(|s| add(s, 50))).await;
+    drop(j);
+    let seg = segment::path(dir, 1);
+    let mut bytes = fs::read(&seg).unwrap();
+    damage(&mut bytes, 4 * (ADD_LEN as usize + 50));
+    fs::write(&seg, bytes).unwrap();
+    seg
+}
+
 #[tokio::test]
 async fn a_damaged_record_loses_only_itself() {
     let dir = tempfile::tempdir().unwrap();
-    let mut j = Journal::create(dir.path(), config(1 << 20), 0).unwrap();
-    append_all(&mut j, (1..=10).map(|s| add(s, 50))).await;
-    drop(j);
-    let seg = segment::path(dir.path(), 1);
-    let mut bytes = fs::read(&seg).unwrap();
-    let fifth = 4 * (ADD_LEN as usize + 50);
-    bytes[fifth + 40] ^= 0x01;
-    fs::write(&seg, bytes).unwrap();
+    ten_items_damaged(dir.path(), |bytes, fifth| bytes[fifth + 40] ^= 0x01).await;
     let (mut j, r) = Journal::recover(dir.path(), config(1 << 20), "q").unwrap();
     assert_eq!(r.items, 9);
     let got = live_seqs(&mut j);
@@ -146,22 +152,12 @@ async fn a_damaged_record_loses_only_itself() {
 #[tokio::test]
 async fn a_damaged_length_loses_only_its_record_and_appends_go_after_the_rest() {
     let dir = tempfile::tempdir().unwrap();
-    let mut j = Journal::create(dir.path(), config(1 << 20), 0).unwrap();
-    append_all(&mut j, (1..=10).map(|s| add(s, 50))).await;
-    drop(j);
-    let seg = segment::path(dir.path(), 1);
-    let mut bytes = fs::read(&seg).unwrap();
-    let fifth = 4 * (ADD_LEN as usize + 50);
     // The fifth record now claims to run far past the end of the file.
-    bytes[fifth + 2] = 0x10;
-    fs::write(&seg, &bytes).unwrap();
+    let seg = ten_items_damaged(dir.path(), |bytes, fifth| bytes[fifth + 2] = 0x10).await;
+    let size = fs::metadata(&seg).unwrap().len();
     let (mut j, r) = Journal::recover(dir.path(), config(1 << 20), "q").unwrap();
     assert_eq!(r.items, 9);
-    assert_eq!(
-        fs::metadata(&seg).unwrap().len(),
-        bytes.len() as u64,
-        "nothing cut"
-    );
+    assert_eq!(fs::metadata(&seg).unwrap().len(), size, "nothing cut");
     // New records go after everything the file holds, and survive a restart.
     append_all(&mut j, [add(11, 50)]).await;
     drop(j);
