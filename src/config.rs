@@ -50,6 +50,20 @@ pub struct ServerConfig {
     pub max_open_transactions: usize,
     /// Connections idle (no request) for this long are closed; `None` never.
     pub client_timeout: Option<Duration>,
+    /// A request that has begun to arrive and is not complete this long
+    /// after closes its connection; `None` never.
+    pub request_timeout: Option<Duration>,
+    /// Most bytes all connections' partial requests may hold together;
+    /// reaching it stops reading until memory is released.
+    pub max_buffered_bytes: usize,
+    /// Most client connections at once; `None` derives it from the file
+    /// descriptor limit.
+    pub max_connections: Option<usize>,
+    /// Most queues; creating one more is refused.
+    pub max_queues: usize,
+    /// Most journal files held open at once (a cache shared by every
+    /// queue); `None` derives it from the file descriptor limit.
+    pub max_open_files: Option<usize>,
     /// How often the background sweep drops expired items and old empty
     /// queues; `None` turns the sweep off.
     pub expiration_timer_frequency: Option<Duration>,
@@ -83,6 +97,11 @@ impl Default for ServerConfig {
             text_max_put_items: 10_000,
             max_open_transactions: 100,
             client_timeout: None,
+            request_timeout: Some(Duration::from_secs(30)),
+            max_buffered_bytes: 256 * 1024 * 1024,
+            max_connections: None,
+            max_queues: 100_000,
+            max_open_files: None,
             expiration_timer_frequency: Some(Duration::from_secs(1)),
             status_file: PathBuf::from("status"),
             default_status: ServerStatus::Up,
@@ -255,10 +274,10 @@ impl QueuesConfig {
     /// a fanout child, the parent's, then the child's).
     pub fn for_queue(&self, queue: &str) -> QueueConfig {
         let mut config = self.default.clone();
-        if let Some(parent) = name::fanout_parent(queue) {
-            if let Some(s) = self.queues.get(parent) {
-                s.apply(&mut config);
-            }
+        if let Some(parent) = name::fanout_parent(queue)
+            && let Some(s) = self.queues.get(parent)
+        {
+            s.apply(&mut config);
         }
         if let Some(s) = self.queues.get(queue) {
             s.apply(&mut config);
@@ -444,6 +463,11 @@ struct FileSettings {
     text_max_put_items: Option<usize>,
     max_open_transactions: Option<usize>,
     client_timeout: Option<OptDur>,
+    request_timeout: Option<OptDur>,
+    max_buffered_bytes: Option<Size>,
+    max_connections: Option<usize>,
+    max_queues: Option<usize>,
+    max_open_files: Option<usize>,
     expiration_timer_frequency: Option<OptDur>,
     status_file: Option<PathBuf>,
     default_status: Option<String>,
@@ -488,13 +512,48 @@ pub fn load(
             .prefix_separator("_")
             .separator("__")
             .try_parsing(true)
-            .source(env),
+            .source(Some(settings_from_env(env))),
     );
     let settings: FileSettings = builder
         .build()
         .and_then(|c| c.try_deserialize())
         .map_err(|e| ConfigError(format!("{source}: {e}")))?;
     resolve(settings).map_err(|e| ConfigError(format!("{source}: {}", e.0)))
+}
+
+/// The `KESTREL_…` variables of `env` (the process environment if `None`)
+/// that name a setting. Others are left out with one warning: orchestrators
+/// set variables of their own under the same prefix (Kubernetes gives a
+/// Service named `kestrel` `KESTREL_PORT`, `KESTREL_SERVICE_HOST`,
+/// `KESTREL_PORT_2229_TCP…`), and they must not stop the server. A bad value
+/// or an unknown key *inside* a setting (`KESTREL_DEFAULT_QUEUE__MAX_ITEMZ`)
+/// is still an error.
+fn settings_from_env(env: Option<HashMap<String, String>>) -> HashMap<String, String> {
+    let settings = serde_aux::serde_introspection::serde_introspect::<FileSettings>();
+    let (mut kept, mut ignored) = (HashMap::new(), Vec::new());
+    for (key, value) in env.unwrap_or_else(|| std::env::vars().collect()) {
+        let Some(rest) = key.strip_prefix("KESTREL_") else {
+            continue;
+        };
+        let top = rest
+            .split("__")
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if settings.contains(&top.as_str()) {
+            kept.insert(key, value);
+        } else {
+            ignored.push(key);
+        }
+    }
+    if !ignored.is_empty() {
+        ignored.sort();
+        tracing::warn!(
+            "ignoring environment variables that are not settings: {}",
+            ignored.join(", ")
+        );
+    }
+    kept
 }
 
 fn resolve(s: FileSettings) -> Result<ServerConfig, ConfigError> {
@@ -516,6 +575,13 @@ fn resolve(s: FileSettings) -> Result<ServerConfig, ConfigError> {
     set(&mut c.text_max_put_items, s.text_max_put_items);
     set(&mut c.max_open_transactions, s.max_open_transactions);
     set(&mut c.client_timeout, s.client_timeout.map(|d| d.0));
+    set(&mut c.request_timeout, s.request_timeout.map(|d| d.0));
+    if let Some(v) = s.max_buffered_bytes {
+        c.max_buffered_bytes = bytes_usize(v, "max_buffered_bytes")?;
+    }
+    set(&mut c.max_connections, s.max_connections.map(Some));
+    set(&mut c.max_queues, s.max_queues);
+    set(&mut c.max_open_files, s.max_open_files.map(Some));
     set(
         &mut c.expiration_timer_frequency,
         s.expiration_timer_frequency.map(|d| d.0),
@@ -537,6 +603,15 @@ fn resolve(s: FileSettings) -> Result<ServerConfig, ConfigError> {
         return Err(ConfigError(
             "max_open_transactions: must be at least 1".into(),
         ));
+    }
+    for (key, value) in [
+        ("max_connections", c.max_connections),
+        ("max_open_files", c.max_open_files),
+        ("max_queues", Some(c.max_queues)),
+    ] {
+        if value == Some(0) {
+            return Err(ConfigError(format!("{key}: must be at least 1")));
+        }
     }
     if c.max_line_size < 64 {
         return Err(ConfigError(
@@ -678,6 +753,27 @@ mod tests {
         assert_eq!(c.queues.for_queue("x").max_memory_size, 1 << 20);
         assert_eq!(c.queues.for_queue("x").max_items, 5);
         assert_eq!(c.queues.for_queue("jobs").max_items, 3);
+    }
+
+    #[test]
+    fn foreign_variables_under_the_prefix_are_ignored() {
+        let c = load(
+            None,
+            env(&[
+                ("KESTREL_PORT", "tcp://10.0.0.7:2229"),
+                ("KESTREL_SERVICE_HOST", "10.0.0.7"),
+                ("KESTREL_PORT_2229_TCP_ADDR", "10.0.0.7"),
+                ("KESTREL_MEMCACHE_PORT", "3333"),
+                ("OTHER", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.memcache_port, Some(3333));
+        // A bad key inside a setting is still refused.
+        let e = load(None, env(&[("KESTREL_DEFAULT_QUEUE__MAX_ITEMZ", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_itemz"), "{e}");
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! the service runs on the [`queue`] engine.
 
 pub mod config;
+pub mod data_dir;
 pub mod journal;
+pub mod logging;
 pub mod protocol;
 pub mod queue;
 pub mod server;

@@ -9,22 +9,35 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
-use crate::protocol;
+use crate::data_dir::DataDir;
+use crate::protocol::{self, Shared, budget::Budget};
 use crate::queue::QueueCollection;
-use crate::service::Kestrel;
+use crate::service::{Kestrel, QueueService};
+use crate::stats;
 
 /// How long shutdown waits for connections to finish their current call.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The signature every protocol's connection task has.
-type Serve<F> = fn(Arc<Kestrel>, TcpStream, SocketAddr, Arc<ServerConfig>, CancellationToken) -> F;
+type Serve<F> = fn(Arc<Kestrel>, TcpStream, SocketAddr, Arc<Shared>) -> F;
+
+/// File descriptors kept back from connections and journal files: the
+/// listeners, checkpoint and status writes, the log.
+const RESERVED_FDS: usize = 64;
+
+/// Refused connections that may be lingering at once (to deliver their
+/// refusal before the close); past it, refusals are plain closes.
+const MAX_REFUSING: usize = 64;
 
 /// A server whose listeners are bound: it accepts connections once run.
 pub struct Server {
+    /// Held for the server's life: no other server may use the directory.
+    _data_dir: DataDir,
     config: Arc<ServerConfig>,
     service: Arc<Kestrel>,
     shutdown: CancellationToken,
@@ -34,15 +47,24 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds every configured listener (port 0 picks a free port). The server
-    /// runs until `shutdown` is cancelled, from outside or by a client's
-    /// `shutdown` command.
-    pub async fn bind(config: ServerConfig, shutdown: CancellationToken) -> io::Result<Server> {
+    /// Locks the data directory, binds every configured listener (port 0
+    /// picks a free port) and recovers the queues. The server runs until
+    /// `shutdown` is cancelled, from outside or by a client's `shutdown`
+    /// command.
+    ///
+    /// The directory comes first: a server that cannot own its data must not
+    /// take ports (or clients) from one that does.
+    pub async fn bind(mut config: ServerConfig, shutdown: CancellationToken) -> io::Result<Server> {
+        let data_dir = DataDir::open(&config.data_dir).map_err(io::Error::other)?;
+        config.data_dir = data_dir.path().to_path_buf();
+        tracing::info!(data_dir = %config.data_dir.display(), "data directory locked");
+        resolve_fd_limits(&mut config);
         let thrift = bind(&config, config.thrift_port, "thrift").await?;
         let memcache = bind(&config, config.memcache_port, "memcache").await?;
         let text = bind(&config, config.text_port, "text").await?;
         let service = Arc::new(Kestrel::new(&config, shutdown.clone())?);
         Ok(Server {
+            _data_dir: data_dir,
             config: Arc::new(config),
             service,
             shutdown,
@@ -89,30 +111,51 @@ impl Server {
             background.spawn(expiry_sweep(self.service.queues(), every, shutdown.clone()));
         }
 
-        let listeners: [(_, _, Serve<_>); 3] = [
-            (self.thrift, "thrift", |s, t, p, c, x| {
-                Box::pin(protocol::thrift::serve(s, t, p, c, x)) as ConnectionTask
+        let shared = Arc::new(Shared {
+            config: self.config.clone(),
+            budget: Budget::new(self.config.max_buffered_bytes),
+            shutdown: shutdown.clone(),
+        });
+        let max_connections = self.config.max_connections.unwrap_or(usize::MAX);
+        let gate = Gate {
+            limit: max_connections,
+            open: Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS))),
+            refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
+        };
+        // What a refused client reads before the close (Thrift has no
+        // message for it outside a call: the close says it).
+        let listeners: [(_, _, Option<&'static [u8]>, Serve<_>); 3] = [
+            (self.thrift, "thrift", None, |s, t, p, x| {
+                Box::pin(protocol::thrift::serve(s, t, p, x)) as ConnectionTask
             }),
-            (self.memcache, "memcache", |s, t, p, c, x| {
-                Box::pin(protocol::memcache::serve(s, t, p, c, x)) as ConnectionTask
-            }),
-            (self.text, "text", |s, t, p, c, x| {
-                Box::pin(protocol::text::serve(s, t, p, c, x)) as ConnectionTask
-            }),
+            (
+                self.memcache,
+                "memcache",
+                Some(b"SERVER_ERROR too many connections\r\n"),
+                |s, t, p, x| Box::pin(protocol::memcache::serve(s, t, p, x)) as ConnectionTask,
+            ),
+            (
+                self.text,
+                "text",
+                Some(b"-Too many connections\n"),
+                |s, t, p, x| Box::pin(protocol::text::serve(s, t, p, x)) as ConnectionTask,
+            ),
         ];
-        for (listener, name, serve) in listeners {
+        for (listener, name, refusal, serve) in listeners {
             let Some(listener) = listener else { continue };
             let service = self.service.clone();
-            let config = self.config.clone();
-            let token = shutdown.clone();
+            let shared = shared.clone();
             background.spawn(accept_loop(
-                listener,
-                name,
+                Listener {
+                    listener,
+                    name,
+                    refusal,
+                    gate: gate.clone(),
+                },
+                self.service.clone(),
                 shutdown.clone(),
                 connections.clone(),
-                move |stream, peer| {
-                    serve(service.clone(), stream, peer, config.clone(), token.clone())
-                },
+                move |stream, peer| serve(service.clone(), stream, peer, shared.clone()),
             ));
         }
 
@@ -266,10 +309,35 @@ async fn bind(
     Ok(Some(listener))
 }
 
-/// Accepts connections and spawns `serve` for each until shutdown.
-async fn accept_loop<F, Fut>(
+/// A listener and how it admits connections.
+struct Listener {
     listener: TcpListener,
     name: &'static str,
+    /// Written to a connection refused at `max_connections`.
+    refusal: Option<&'static [u8]>,
+    gate: Gate,
+}
+
+/// The connection limit, shared by every listener.
+#[derive(Clone)]
+struct Gate {
+    limit: usize,
+    /// A permit per open connection.
+    open: Arc<Semaphore>,
+    /// A permit per refused connection still being closed.
+    refusing: Arc<Semaphore>,
+}
+
+/// After an `accept` failure for want of file descriptors, the first wait
+/// before trying again; it doubles up to [`MAX_ACCEPT_BACKOFF`].
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Accepts connections and spawns `serve` for each until shutdown; beyond
+/// `max_connections`, new connections are refused and existing ones go on.
+async fn accept_loop<F, Fut>(
+    l: Listener,
+    service: Arc<Kestrel>,
     shutdown: CancellationToken,
     connections: TaskTracker,
     serve: F,
@@ -277,20 +345,140 @@ async fn accept_loop<F, Fut>(
     F: Fn(TcpStream, SocketAddr) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let stats = service.counters();
+    let mut backoff = ACCEPT_BACKOFF;
     loop {
-        tokio::select! {
+        let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    tracing::trace!(%peer, "{name} connection");
-                    connections.spawn(serve(stream, peer));
+            accepted = l.listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => {
+                backoff = ACCEPT_BACKOFF;
+                accepted
+            }
+            Err(e) => {
+                stats::add(&stats.accept_errors, 1);
+                if !out_of_resources(&e) {
+                    // The connection failed before it was accepted.
+                    crate::throttled!(debug, error = %e, "{} accept failed", l.name);
+                    continue;
                 }
-                Err(e) => {
-                    // Typically out of file descriptors: back off instead of spinning.
-                    tracing::warn!(error = %e, "{name} accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                crate::throttled!(warn, error = %e, retry_in = ?backoff, "{} accept failed: out of file descriptors or memory", l.name);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
                 }
-            },
+                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+                continue;
+            }
+        };
+        match l.gate.open.clone().try_acquire_owned() {
+            Ok(permit) => {
+                tracing::trace!(%peer, "{} connection", l.name);
+                let connection = serve(stream, peer);
+                connections.spawn(async move {
+                    connection.await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                stats::add(&stats.rejected_connections, 1);
+                crate::throttled!(warn, %peer, limit = l.gate.limit, "{}: too many connections (max_connections); refusing new ones", l.name);
+                refuse(stream, l.refusal, &l.gate);
+            }
         }
     }
+}
+
+/// Whether an accept failed for want of descriptors or memory (retrying at
+/// once would fail again), rather than because of the one connection.
+fn out_of_resources(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// How long a refused connection is given to take its refusal.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+
+/// Tells a refused client why, then closes. The refusal is followed by a
+/// half-close, and what the client already sent is read and dropped for a
+/// moment, so that the close does not reset the connection before the
+/// client has read the refusal.
+fn refuse(stream: TcpStream, refusal: Option<&'static [u8]>, gate: &Gate) {
+    let (Some(refusal), Ok(permit)) = (refusal, gate.refusing.clone().try_acquire_owned()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = stream;
+        let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+            stream.write_all(refusal).await?;
+            stream.shutdown().await?;
+            let mut sink = [0u8; 512];
+            while stream.read(&mut sink).await? > 0 {}
+            io::Result::Ok(())
+        })
+        .await;
+        drop(permit);
+    });
+}
+
+/// Raises the soft file-descriptor limit to the hard one and fills in the
+/// limits derived from it: `max_open_files` (journal files held open) and
+/// `max_connections` (what is left, minus a reserve).
+fn resolve_fd_limits(config: &mut ServerConfig) {
+    let nofile = raise_fd_limit();
+    let open_files = config
+        .max_open_files
+        .unwrap_or_else(|| (nofile / 8).clamp(16, 1024));
+    let connections = config.max_connections.unwrap_or_else(|| {
+        nofile
+            .saturating_sub(open_files + RESERVED_FDS)
+            .max(nofile / 4)
+            .max(1)
+    });
+    if connections + open_files + RESERVED_FDS > nofile {
+        tracing::warn!(
+            max_connections = connections,
+            max_open_files = open_files,
+            limit = nofile,
+            "the file descriptor limit is lower than these settings need; new connections will be refused by the system instead"
+        );
+    }
+    tracing::info!(
+        max_connections = connections,
+        max_open_files = open_files,
+        fd_limit = nofile,
+        "limits"
+    );
+    config.max_open_files = Some(open_files);
+    config.max_connections = Some(connections);
+}
+
+/// Raises `RLIMIT_NOFILE`'s soft limit to its hard limit; returns the soft
+/// limit in force.
+fn raise_fd_limit() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write `limit`.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
 }

@@ -88,10 +88,10 @@ impl From<QueueError> for ServiceError {
 /// working when the disk does not (their records are best-effort: at worst an
 /// item is delivered again after a restart), so their failures are only logged.
 async fn settled(ack: Option<Ack>, what: &str) {
-    if let Some(ack) = ack {
-        if let Err(e) = ack.wait().await {
-            tracing::warn!(error = %e, "{what} not journaled");
-        }
+    if let Some(ack) = ack
+        && let Err(e) = ack.wait().await
+    {
+        tracing::warn!(error = %e, "{what} not journaled");
     }
 }
 
@@ -215,6 +215,11 @@ pub struct ServerStats {
     pub get_misses: u64,
     pub bytes_read: u64,
     pub bytes_written: u64,
+    pub rejected_connections: u64,
+    pub accept_errors: u64,
+    pub request_timeouts: u64,
+    pub protocol_errors: u64,
+    pub rejected_open_reads: u64,
     pub total_items: u64,
     pub queue_creates: u64,
     pub queue_deletes: u64,
@@ -679,6 +684,11 @@ impl QueueService for Kestrel {
             get_misses: stats::get(&s.get_misses),
             bytes_read: stats::get(&s.bytes_read),
             bytes_written: stats::get(&s.bytes_written),
+            rejected_connections: stats::get(&s.rejected_connections),
+            accept_errors: stats::get(&s.accept_errors),
+            request_timeouts: stats::get(&s.request_timeouts),
+            protocol_errors: stats::get(&s.protocol_errors),
+            rejected_open_reads: stats::get(&s.rejected_open_reads),
             total_items: stats::get(&s.total_items),
             queue_creates: lifecycle.creates,
             queue_deletes: lifecycle.deletes,

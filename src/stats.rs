@@ -20,6 +20,17 @@ pub struct Stats {
     pub total_connections: AtomicU64,
     pub bytes_read: AtomicU64,
     pub bytes_written: AtomicU64,
+    /// Connections refused at `max_connections`.
+    pub rejected_connections: AtomicU64,
+    /// `accept` calls that failed (out of file descriptors, typically).
+    pub accept_errors: AtomicU64,
+    /// Connections closed for a request not complete within `request_timeout`.
+    pub request_timeouts: AtomicU64,
+    /// Requests refused as malformed or oversized, and connections closed
+    /// for input that could not be framed.
+    pub protocol_errors: AtomicU64,
+    /// Reads refused or cut short by `max_open_transactions`.
+    pub rejected_open_reads: AtomicU64,
 }
 
 impl Default for Stats {
@@ -36,6 +47,11 @@ impl Default for Stats {
             total_connections: AtomicU64::new(0),
             bytes_read: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
+            rejected_connections: AtomicU64::new(0),
+            accept_errors: AtomicU64::new(0),
+            request_timeouts: AtomicU64::new(0),
+            protocol_errors: AtomicU64::new(0),
+            rejected_open_reads: AtomicU64::new(0),
         }
     }
 }
@@ -96,6 +112,11 @@ pub fn server_fields(s: &ServerStats) -> Vec<(&'static str, String)> {
         ("queue_creates", s.queue_creates.to_string()),
         ("queue_deletes", s.queue_deletes.to_string()),
         ("queue_expires", s.queue_expires.to_string()),
+        ("rejected_connections", s.rejected_connections.to_string()),
+        ("accept_errors", s.accept_errors.to_string()),
+        ("request_timeouts", s.request_timeouts.to_string()),
+        ("protocol_errors", s.protocol_errors.to_string()),
+        ("rejected_open_reads", s.rejected_open_reads.to_string()),
     ]
 }
 

@@ -99,12 +99,12 @@ impl StatusKeeper {
     pub fn current(&self) -> ServerStatus {
         if self.has_pending.load(Ordering::Acquire) {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((status, at)) = *pending {
-                if Instant::now() >= at {
-                    *pending = None;
-                    self.has_pending.store(false, Ordering::Release);
-                    self.apply(status);
-                }
+            if let Some((status, at)) = *pending
+                && Instant::now() >= at
+            {
+                *pending = None;
+                self.has_pending.store(false, Ordering::Release);
+                self.apply(status);
             }
         }
         ServerStatus::from_u8(self.current.load(Ordering::Acquire))

@@ -175,10 +175,10 @@ fn crash_test(sync: &str) {
                 match c.get(key) {
                     Ok(got) => {
                         let mut b = book.lock().unwrap();
-                        if let Some(done) = holding.take() {
-                            if !b.confirmed.insert(done.clone()) {
-                                b.violations.push(format!("{done} confirmed twice"));
-                            }
+                        if let Some(done) = holding.take()
+                            && !b.confirmed.insert(done.clone())
+                        {
+                            b.violations.push(format!("{done} confirmed twice"));
                         }
                         if let Some(got) = got {
                             if b.confirmed.contains(&got) {
@@ -191,10 +191,10 @@ fn crash_test(sync: &str) {
                     }
                     Err(_) => {
                         // Whether the confirm landed is unknown; the item may come back.
-                        if let Some(unsure) = holding.take() {
-                            if key.contains("close") {
-                                book.lock().unwrap().unsure_confirms.insert(unsure);
-                            }
+                        if let Some(unsure) = holding.take()
+                            && key.contains("close")
+                        {
+                            book.lock().unwrap().unsure_confirms.insert(unsure);
                         }
                         conn = None;
                     }

@@ -461,23 +461,34 @@ fn unknown_commands_and_bad_input() {
 }
 
 #[test]
-fn an_oversized_set_is_refused_and_skipped() {
+fn an_oversized_set_is_refused_and_the_connection_closed() {
     let server = Server::start();
     let mut c = mc(&server);
-    // One byte over the 16 MiB default item limit, sent in pieces.
+    // One byte over the 16 MiB default item limit: refused on its line,
+    // before any data, and nothing after it is read.
     let len = 16 * 1024 * 1024 + 1;
-    c.send(format!("set big 0 0 {len}\r\n"));
-    let chunk = vec![b'z'; 1 << 20];
-    let mut sent = 0;
-    while sent < len {
-        let n = chunk.len().min(len - sent);
-        c.send(&chunk[..n]);
-        sent += n;
-    }
-    c.send("\r\nversion\r\n");
-    assert_eq!(c.line(), "SERVER_ERROR object too large");
-    assert!(c.line().starts_with("VERSION "));
-    assert_eq!(get(&mut c, "big"), None);
+    c.send(format!("set big 0 0 {len}\r\nzzzz"));
+    assert_eq!(
+        c.line(),
+        "SERVER_ERROR object too large for cache (limit 16777216 bytes)"
+    );
+    c.expect_closed();
+    let mut other = mc(&server);
+    assert_eq!(get(&mut other, "big"), None);
+    assert_eq!(stats(&mut other)["protocol_errors"], "1");
+}
+
+#[test]
+fn a_data_block_must_end_with_crlf_at_its_announced_length() {
+    let server = Server::start();
+    let mut c = mc(&server);
+    // Announces 3 bytes but sends 2 and a line end: "d1\r" must not be
+    // stored. (The server knows only once the 5 bytes it expects are in.)
+    c.send("set bc 0 0 3\r\nd1\r\nset bc 0 0 2\r\nok\r\n");
+    assert_eq!(c.line(), "CLIENT_ERROR bad data chunk");
+    assert_eq!(c.line(), "STORED");
+    assert_eq!(get(&mut c, "bc").as_deref(), Some("ok"));
+    assert_eq!(get(&mut c, "bc"), None);
 }
 
 #[test]
@@ -587,10 +598,12 @@ fn absurd_numbers_are_refused_without_harm() {
     assert_eq!(value(&mut c).as_deref(), Some("x"));
     assert_eq!(c.line(), "END");
     c.send("set big 0 0 18446744073709551615\r\n");
-    assert!(c.line().starts_with("SERVER_ERROR"));
-    // The server is unharmed.
+    assert!(c.line().starts_with("SERVER_ERROR object too large"));
+    c.expect_closed();
+    // The server is unharmed; the read the closed connection held open is back.
     let mut other = mc(&server);
     set(&mut other, "big", "y");
+    assert_eq!(get(&mut other, "big").as_deref(), Some("x"));
     assert_eq!(get(&mut other, "big").as_deref(), Some("y"));
 }
 

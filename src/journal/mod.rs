@@ -444,10 +444,10 @@ impl Journal {
         let (len, lsn) = self.io.push(self.active, &record);
         self.state.apply(&record, self.active, len);
         self.since_checkpoint += len;
-        if self.since_checkpoint >= CHECKPOINT_SEGMENTS * self.config.segment_size {
-            if let Some(waker) = &self.waker {
-                waker.notify_one();
-            }
+        if self.since_checkpoint >= CHECKPOINT_SEGMENTS * self.config.segment_size
+            && let Some(waker) = &self.waker
+        {
+            waker.notify_one();
         }
         Ack {
             io: self.io.clone(),

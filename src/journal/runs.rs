@@ -87,13 +87,13 @@ impl Runs {
         }
         // Absorb every run that overlaps or touches [start, end).
         let mut absorbed = 0;
-        if let Some((&s, &e)) = self.runs.range(..=start).next_back() {
-            if e >= start {
-                start = s;
-                end = end.max(e);
-                self.runs.remove(&s);
-                absorbed += e - s;
-            }
+        if let Some((&s, &e)) = self.runs.range(..=start).next_back()
+            && e >= start
+        {
+            start = s;
+            end = end.max(e);
+            self.runs.remove(&s);
+            absorbed += e - s;
         }
         while let Some((&s, &e)) = self.runs.range(start..=end).next() {
             end = end.max(e);

@@ -19,10 +19,10 @@ pub fn list(dir: &Path) -> io::Result<Vec<u64>> {
     for entry in std::fs::read_dir(dir)? {
         let name = entry?.file_name();
         let name = name.to_string_lossy();
-        if let Some(hex) = name.strip_suffix(".log") {
-            if let Ok(id) = u64::from_str_radix(hex, 16) {
-                ids.push(id);
-            }
+        if let Some(hex) = name.strip_suffix(".log")
+            && let Ok(id) = u64::from_str_radix(hex, 16)
+        {
+            ids.push(id);
         }
     }
     ids.sort_unstable();

@@ -70,15 +70,14 @@ impl LogState {
 
     /// The segment whose ADD range covers `seq`, or the first one after it.
     pub fn segment_at_or_after(&self, seq: u64) -> Option<u64> {
-        if let Some((_, &id)) = self.by_seq.range(..=seq).next_back() {
-            if self
+        if let Some((_, &id)) = self.by_seq.range(..=seq).next_back()
+            && self
                 .segments
                 .get(&id)
                 .and_then(|s| s.adds)
                 .is_some_and(|(_, last)| seq <= last)
-            {
-                return Some(id);
-            }
+        {
+            return Some(id);
         }
         self.by_seq.range(seq + 1..).next().map(|(_, &id)| id)
     }
@@ -92,12 +91,12 @@ impl LogState {
 
     fn release(&mut self, seq: u64, size: u32) {
         self.live_bytes = self.live_bytes.saturating_sub(u64::from(size));
-        if let Some(id) = self.segment_of(seq) {
-            if let Some(s) = self.segments.get_mut(&id) {
-                s.live_bytes = s
-                    .live_bytes
-                    .saturating_sub((ADD_OVERHEAD as u64) + u64::from(size));
-            }
+        if let Some(id) = self.segment_of(seq)
+            && let Some(s) = self.segments.get_mut(&id)
+        {
+            s.live_bytes = s
+                .live_bytes
+                .saturating_sub((ADD_OVERHEAD as u64) + u64::from(size));
         }
     }
 
@@ -151,10 +150,10 @@ impl LogState {
                 for (seq, size) in open {
                     self.live.insert(seq);
                     self.live_bytes += u64::from(size);
-                    if let Some(id) = self.segment_of(seq) {
-                        if let Some(s) = self.segments.get_mut(&id) {
-                            s.live_bytes += ADD_OVERHEAD as u64 + u64::from(size);
-                        }
+                    if let Some(id) = self.segment_of(seq)
+                        && let Some(s) = self.segments.get_mut(&id)
+                    {
+                        s.live_bytes += ADD_OVERHEAD as u64 + u64::from(size);
                     }
                 }
             }

@@ -1,7 +1,16 @@
-//! What every protocol's connection task shares: a decoder over the read half,
-//! a reply buffer over the write half, and the rules for running a call.
+//! What every protocol's connection task shares: reading requests through a
+//! codec into a bounded buffer, a reply buffer, the connection's timers, and
+//! the rules for running a call.
 //!
-//! - Replies are appended to [`Connection::out`] and written when the
+//! - **Input** is read straight into one buffer that grows with the bytes
+//!   received (never with a length a client announced), is charged to the
+//!   server-wide [`Budget`], and is given back while the connection waits
+//!   between requests, so an idle connection holds no buffer at all.
+//! - **Timers**: a connection that sends nothing for `client_timeout` is
+//!   closed (idle); one whose request has started arriving but is not
+//!   complete `request_timeout` later is closed too (a slow or stalled
+//!   client cannot hold a buffer, or a connection slot, forever).
+//! - **Replies** are appended to [`Connection::out`] and written when the
 //!   connection would otherwise wait for input (or once [`OUT_LIMIT`] bytes
 //!   are pending), so pipelined requests are answered with one write per
 //!   batch and a lone request with one write. A write that makes no progress
@@ -18,20 +27,35 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use futures_util::{FutureExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use futures_util::FutureExt;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio_util::codec::{Decoder, FramedRead};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio::time::Instant;
+use tokio_util::codec::Decoder;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
+use super::Shared;
+use super::budget::Budget;
 use crate::stats::{self, ConnectionGuard, Stats};
+
+/// A protocol's request framing, as a connection drives it: a
+/// [`Decoder`] that can also say whether a request is half received.
+pub trait Codec: Decoder<Error = io::Error> {
+    /// Whether a request has begun that is not complete, beyond what is
+    /// still in the input buffer (a text `put` collecting its item lines).
+    fn mid_request(&self) -> bool {
+        false
+    }
+
+    /// Bytes the codec holds of a request being built, outside the buffer.
+    fn held(&self) -> usize {
+        0
+    }
+}
 
 /// Requests read ahead behind a waiting call before the connection stops
 /// reading (TCP flow control then holds the client back). One is enough to
@@ -46,12 +70,31 @@ const OUT_LIMIT: usize = 64 * 1024;
 /// (the client stopped reading).
 const WRITE_STALL: Duration = Duration::from_secs(60);
 
+/// The input buffer's first allocation; it doubles from there as a large
+/// request arrives.
+const INITIAL_INPUT: usize = 8 * 1024;
+
+/// Why a connection stopped reading.
+#[derive(Debug)]
+enum Stop {
+    /// The client closed its side, or the connection failed.
+    Gone(Option<io::Error>),
+    Shutdown,
+    Idle,
+    RequestTimeout,
+}
+
 /// One client connection of protocol `C`.
-pub struct Connection<'a, C: Decoder> {
+pub struct Connection<'a, C: Codec> {
     pub peer: SocketAddr,
     protocol: &'static str,
-    frames: FramedRead<Counted<'a>, C>,
+    reader: OwnedReadHalf,
     writer: OwnedWriteHalf,
+    codec: C,
+    input: BytesMut,
+    /// What this connection has charged to the budget.
+    charged: usize,
+    budget: &'a Budget,
     /// Replies not yet written.
     pub out: BytesMut,
     backlog: VecDeque<C::Item>,
@@ -59,65 +102,57 @@ pub struct Connection<'a, C: Decoder> {
     /// the token under a lock every connection shares.
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     idle_timeout: Option<Duration>,
-    /// When bytes last arrived (or the connection last started waiting for
-    /// them): the idle timeout counts from here.
-    activity: Activity,
+    request_timeout: Option<Duration>,
+    /// When bytes last arrived: idleness counts from here.
+    last_input: Instant,
+    /// When the request being received began to arrive.
+    partial_since: Option<Instant>,
     stats: &'a Stats,
     closed: bool,
     /// Keeps `curr_connections` true however the connection ends.
     _counted: ConnectionGuard<'a>,
 }
 
-impl<'a, C: Decoder> Connection<'a, C>
-where
-    C::Error: std::fmt::Display,
-{
+impl<'a, C: Codec> Connection<'a, C> {
     pub fn new(
         stream: TcpStream,
         peer: SocketAddr,
         protocol: &'static str,
         codec: C,
         stats: &'a Stats,
-        shutdown: CancellationToken,
+        shared: &'a Shared,
     ) -> Self {
         // Replies are small and latency-bound: never wait for Nagle.
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
         }
-        let (read_half, writer) = stream.into_split();
-        let activity = Activity::new();
+        let (reader, writer) = stream.into_split();
         Connection {
             peer,
             protocol,
-            frames: FramedRead::new(
-                Counted {
-                    inner: read_half,
-                    stats,
-                    activity: activity.clone(),
-                },
-                codec,
-            ),
+            reader,
             writer,
-            out: BytesMut::with_capacity(4096),
+            codec,
+            input: BytesMut::new(),
+            charged: 0,
+            budget: &shared.budget,
+            out: BytesMut::new(),
             backlog: VecDeque::new(),
-            shutdown: Box::pin(shutdown.cancelled_owned()),
-            idle_timeout: None,
-            activity,
+            shutdown: Box::pin(shared.shutdown.clone().cancelled_owned()),
+            idle_timeout: shared.config.client_timeout,
+            request_timeout: shared.config.request_timeout,
+            last_input: Instant::now(),
+            partial_since: None,
             stats,
             closed: false,
             _counted: stats.connection(),
         }
     }
 
-    /// Closes the connection when no request arrives for this long.
-    pub fn with_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.idle_timeout = timeout;
-        self
-    }
-
     /// The next request; `None` once the client left, sent something the
-    /// codec cannot frame, stayed idle too long, or the server is shutting
-    /// down. Pending replies are written before waiting.
+    /// codec cannot frame, stayed idle too long, was too slow with a
+    /// request, or the server is shutting down. Pending replies are written
+    /// before waiting.
     pub async fn next(&mut self) -> Option<C::Item> {
         if let Some(frame) = self.backlog.pop_front() {
             return Some(frame);
@@ -125,59 +160,177 @@ where
         if self.closed {
             return None;
         }
-        if !self.out.is_empty() {
-            // Answer pipelined requests in one write: only flush when nothing
-            // more is ready to be decoded, or enough is pending.
-            if self.out.len() < OUT_LIMIT {
-                if let Some(next) = self.frames.next().now_or_never() {
-                    return self.accept(next);
+        loop {
+            if self.out.len() >= OUT_LIMIT && !self.flush().await {
+                return None;
+            }
+            match self.decode() {
+                Ok(Some(frame)) => return Some(frame),
+                Ok(None) => {}
+                Err(e) => {
+                    self.refuse_input(&e);
+                    return None;
                 }
             }
-            if !self.flush().await {
+            // Answer pipelined requests with one write: before flushing,
+            // take in whatever more has already arrived.
+            let read = match self.out.is_empty() {
+                true => Ok(false),
+                false => self.try_read(),
+            };
+            let read = match read {
+                Ok(true) => Ok(()),
+                Ok(false) if !self.flush().await => return None,
+                Ok(false) => self.read_more(true).await,
+                Err(stop) => Err(stop),
+            };
+            if let Err(stop) = read {
+                self.stopped(stop);
                 return None;
             }
         }
-        let idle_timeout = self.idle_timeout;
-        let activity = self.activity.clone();
-        activity.touch();
-        // Idle means no bytes for that long: a large request arriving slowly
-        // is not idle.
-        let idle = async move {
-            let Some(t) = idle_timeout else {
-                return std::future::pending().await;
-            };
-            loop {
-                let deadline = activity.last() + t;
-                if tokio::time::Instant::now() >= deadline {
-                    return;
-                }
-                tokio::time::sleep_until(deadline).await;
-            }
-        };
-        let next = tokio::select! {
-            _ = &mut self.shutdown => None,
-            _ = idle => {
-                tracing::debug!(peer = %self.peer, "{} connection idle too long; closing", self.protocol);
-                None
-            }
-            next = self.frames.next() => next,
-        };
-        self.accept(next)
     }
 
-    fn accept(&mut self, next: Option<Result<C::Item, C::Error>>) -> Option<C::Item> {
-        match next {
-            Some(Ok(frame)) => Some(frame),
-            Some(Err(e)) => {
-                tracing::warn!(peer = %self.peer, error = %e, "{} connection closed: unreadable input", self.protocol);
-                self.closed = true;
-                None
+    /// Decodes the next request from what has arrived, keeping the budget
+    /// and the request timer in step with what is buffered.
+    fn decode(&mut self) -> io::Result<Option<C::Item>> {
+        let frame = self.codec.decode(&mut self.input);
+        let partial = !self.input.is_empty() || self.codec.mid_request();
+        let decoded = frame.as_ref().is_ok_and(Option::is_some);
+        if !partial {
+            self.partial_since = None;
+        } else if decoded || self.partial_since.is_none() {
+            // What remains began after the request just decoded.
+            self.partial_since = Some(Instant::now());
+        }
+        self.recharge();
+        frame
+    }
+
+    fn recharge(&mut self) {
+        let held = self.input.capacity() + self.codec.held();
+        self.budget.recharge(self.charged, held);
+        self.charged = held;
+    }
+
+    /// Reads more input into the buffer, waiting for it (and for memory to
+    /// hold it) under the connection's timers. `idle` says whether the
+    /// connection counts as idle while it waits.
+    async fn read_more(&mut self, idle: bool) -> Result<(), Stop> {
+        loop {
+            if self.try_read()? {
+                return Ok(());
             }
-            None => {
-                self.closed = true;
-                None
+            if self.input.is_empty() && self.input.capacity() > 0 {
+                // Nothing pending: give the buffers back while the client thinks.
+                self.input = BytesMut::new();
+                self.recharge();
+                if self.out.is_empty() {
+                    self.out = BytesMut::new();
+                }
+            }
+            self.wait(idle, Wait::Readable).await?;
+            if self.input.capacity() == self.input.len() {
+                let more = self.input.capacity().max(INITIAL_INPUT);
+                self.wait(idle, Wait::Memory(more)).await?;
+                self.input.reserve(more);
+                self.recharge();
             }
         }
+    }
+
+    /// Reads what has arrived, if the buffer has room, without waiting;
+    /// whether anything was read.
+    fn try_read(&mut self) -> Result<bool, Stop> {
+        while self.input.capacity() > self.input.len() {
+            match self.reader.try_read_buf(&mut self.input) {
+                Ok(0) => return Err(Stop::Gone(None)),
+                Ok(n) => {
+                    stats::add(&self.stats.bytes_read, n as u64);
+                    self.last_input = Instant::now();
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Stop::Gone(Some(e))),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Waits for `what` under the shutdown, request and idle timers.
+    async fn wait(&mut self, idle: bool, what: Wait) -> Result<(), Stop> {
+        let request_deadline = self
+            .partial_since
+            .zip(self.request_timeout)
+            .map(|(since, t)| since + t);
+        let idle_deadline = match (idle, self.partial_since, self.idle_timeout) {
+            (true, None, Some(t)) => Some(self.last_input + t),
+            _ => None,
+        };
+        let timer = |deadline: Option<Instant>| async move {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let (reader, budget, held) = (&self.reader, self.budget, self.charged);
+        let ready = async move {
+            match what {
+                Wait::Readable => reader.readable().await,
+                Wait::Memory(more) => {
+                    budget.wait_for(held, more).await;
+                    Ok(())
+                }
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = &mut self.shutdown => Err(Stop::Shutdown),
+            _ = timer(request_deadline) => Err(Stop::RequestTimeout),
+            _ = timer(idle_deadline) => Err(Stop::Idle),
+            ready = ready => ready.map_err(|e| Stop::Gone(Some(e))),
+        }
+    }
+
+    /// Closes the connection for the reason `stop` gives, logging it.
+    fn stopped(&mut self, stop: Stop) {
+        self.closed = true;
+        match stop {
+            Stop::Gone(None) | Stop::Shutdown => {}
+            Stop::Gone(Some(e)) => {
+                tracing::debug!(peer = %self.peer, error = %e, "{} connection failed", self.protocol)
+            }
+            Stop::Idle => {
+                tracing::debug!(peer = %self.peer, "{} connection idle too long; closing", self.protocol)
+            }
+            Stop::RequestTimeout => {
+                stats::add(&self.stats.request_timeouts, 1);
+                crate::throttled!(
+                    info,
+                    peer = %self.peer,
+                    timeout = ?self.request_timeout.unwrap_or_default(),
+                    "{} request not complete within request_timeout; connection closed",
+                    self.protocol
+                );
+            }
+        }
+        self.release();
+    }
+
+    /// Closes the connection after input the codec could not frame.
+    fn refuse_input(&mut self, e: &io::Error) {
+        stats::add(&self.stats.protocol_errors, 1);
+        crate::throttled!(warn, peer = %self.peer, error = %e, "{} connection closed: unreadable input", self.protocol);
+        self.closed = true;
+        self.release();
+    }
+
+    /// Gives every buffered input byte back.
+    fn release(&mut self) {
+        self.input = BytesMut::new();
+        self.budget.recharge(self.charged, 0);
+        self.charged = 0;
     }
 
     /// Runs `call` to completion while watching the connection; `None` if the
@@ -192,15 +345,38 @@ where
             return None;
         }
         loop {
-            let room = !self.closed && self.backlog.len() < MAX_PIPELINED;
+            if self.closed || self.backlog.len() >= MAX_PIPELINED {
+                return tokio::select! {
+                    biased;
+                    output = &mut call => Some(output),
+                    _ = &mut self.shutdown => None,
+                };
+            }
+            let read_ahead = async {
+                loop {
+                    match self.decode() {
+                        Ok(Some(frame)) => return Ok(frame),
+                        Ok(None) => {}
+                        Err(e) => return Err(Err(e)),
+                    }
+                    self.read_more(false).await.map_err(Ok)?;
+                }
+            };
             tokio::select! {
                 biased;
                 output = &mut call => return Some(output),
-                _ = &mut self.shutdown => return None,
-                next = self.frames.next(), if room => match next {
-                    Some(Ok(frame)) => self.backlog.push_back(frame),
-                    _ => {
+                next = read_ahead => match next {
+                    Ok(frame) => self.backlog.push_back(frame),
+                    Err(Ok(Stop::Shutdown)) => {
                         self.closed = true;
+                        return None;
+                    }
+                    Err(Ok(stop)) => {
+                        self.stopped(stop);
+                        return None;
+                    }
+                    Err(Err(e)) => {
+                        self.refuse_input(&e);
                         return None;
                     }
                 },
@@ -225,60 +401,28 @@ where
             };
             tracing::debug!(peer = %self.peer, error = %error, "{} reply not delivered", self.protocol);
             self.closed = true;
-            self.out.clear();
+            self.out = BytesMut::new();
+            self.release();
             return false;
+        }
+        if self.out.capacity() > OUT_LIMIT {
+            // A large reply went out: do not keep its buffer for small ones.
+            self.out = BytesMut::new();
         }
         true
     }
 }
 
-/// When a connection last saw input, shared by its reader and its idle timer.
-#[derive(Clone)]
-struct Activity {
-    since: tokio::time::Instant,
-    /// Milliseconds after `since`.
-    last_ms: Arc<AtomicU64>,
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity {
-            since: tokio::time::Instant::now(),
-            last_ms: Arc::new(AtomicU64::new(0)),
-        }
-    }
-
-    fn touch(&self) {
-        let ms = self.since.elapsed().as_millis() as u64;
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    fn last(&self) -> tokio::time::Instant {
-        self.since + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+impl<C: Codec> Drop for Connection<'_, C> {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
-/// The read half, counting bytes into `bytes_read` and noting activity.
-struct Counted<'a> {
-    inner: OwnedReadHalf,
-    stats: &'a Stats,
-    activity: Activity,
-}
-
-impl AsyncRead for Counted<'_> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        if n > 0 {
-            stats::add(&this.stats.bytes_read, n as u64);
-            this.activity.touch();
-        }
-        poll
-    }
+/// What a connection waits for.
+#[derive(Debug, Clone, Copy)]
+enum Wait {
+    Readable,
+    /// Room in the budget to grow the input buffer by this much.
+    Memory(usize),
 }

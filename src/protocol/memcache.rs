@@ -15,14 +15,13 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
-use tokio_util::sync::CancellationToken;
 
-use super::connection::Connection;
-use crate::config::ServerConfig;
+use super::Shared;
+use super::connection::{Codec, Connection};
 use crate::service::{
     Expiry, GetRequest, QueueService, Read, ServerStatus, ServiceError, Transactions,
 };
-use crate::stats::{queue_fields, server_fields};
+use crate::stats::{self, queue_fields, server_fields};
 
 /// Expiry times at or above this are absolute Unix times (memcache's rule).
 const ABSOLUTE_EXPIRY: i64 = 1_000_000;
@@ -89,8 +88,12 @@ pub enum Frame {
     Request(Request),
     /// `CLIENT_ERROR <reason>`.
     ClientError(String),
-    /// A `set` larger than the item limit; its data was skipped.
-    TooLarge,
+    /// A `set` announcing more than the item limit: refused, and the
+    /// connection is closed (what follows the line is data no one will
+    /// read, possibly gigabytes of it, and not worth skipping).
+    TooLarge {
+        limit: usize,
+    },
 }
 
 /// A `set` line whose data block is still to come.
@@ -125,6 +128,8 @@ enum State {
     },
     /// Discarding the rest of an over-long line.
     DiscardLine,
+    /// Refused for good: the connection closes after the reply.
+    Closed,
 }
 
 /// Frames memcache requests, never buffering more than one line (up to
@@ -166,11 +171,13 @@ impl Decoder for McCodec {
                     let line = buf.split_to(end + 1);
                     match parse_line(trim_eol(&line)) {
                         Ok(Line::Request(request)) => return Ok(Some(Frame::Request(request))),
-                        Ok(Line::Set(set)) if set.len > self.max_item => {
-                            self.state = State::Skip {
-                                remaining: set.len.saturating_add(2),
-                            };
-                            return Ok(Some(Frame::TooLarge));
+                        Ok(Line::Set(SetLine { len, .. }) | Line::BadSet { len, .. })
+                            if len > self.max_item =>
+                        {
+                            self.state = State::Closed;
+                            return Ok(Some(Frame::TooLarge {
+                                limit: self.max_item,
+                            }));
                         }
                         Ok(Line::Set(set)) => self.state = State::Data(set),
                         Ok(Line::BadSet { len, reason }) => {
@@ -184,20 +191,20 @@ impl Decoder for McCodec {
                 }
                 State::Data(set) => {
                     let len = set.len;
-                    // The block ends with "\r\n" (a bare "\n" is accepted).
-                    let terminator = match buf.get(len) {
+                    // The block is exactly `len` bytes, then "\r\n": anything
+                    // else means the client's count and its data disagree, and
+                    // storing either reading of it would store the wrong item.
+                    match buf.get(len..len + 2) {
                         None => return Ok(None),
-                        Some(b'\n') => 1,
-                        Some(b'\r') if buf.len() < len + 2 => return Ok(None),
-                        Some(b'\r') if buf[len + 1] == b'\n' => 2,
-                        Some(_) => {
+                        Some(b"\r\n") => {}
+                        _ => {
                             buf.advance(len);
                             self.state = State::DiscardLine;
                             return Ok(Some(Frame::ClientError("bad data chunk".into())));
                         }
-                    };
+                    }
                     let data = super::take_item(buf, len);
-                    buf.advance(terminator);
+                    buf.advance(2);
                     let State::Data(set) = std::mem::replace(&mut self.state, State::Line) else {
                         unreachable!()
                     };
@@ -218,6 +225,10 @@ impl Decoder for McCodec {
                     }
                     self.state = State::Line;
                 }
+                State::Closed => {
+                    buf.clear();
+                    return Ok(None);
+                }
                 State::DiscardLine => match buf.iter().position(|&b| b == b'\n') {
                     Some(end) => {
                         buf.advance(end + 1);
@@ -230,6 +241,12 @@ impl Decoder for McCodec {
                 },
             }
         }
+    }
+}
+
+impl Codec for McCodec {
+    fn mid_request(&self) -> bool {
+        !matches!(self.state, State::Line | State::Closed)
     }
 }
 
@@ -405,27 +422,32 @@ pub async fn serve<S: QueueService>(
     service: Arc<S>,
     stream: TcpStream,
     peer: SocketAddr,
-    config: Arc<ServerConfig>,
-    shutdown: CancellationToken,
+    shared: Arc<Shared>,
 ) {
     let stats = service.counters();
+    let config = &shared.config;
     let codec = McCodec::new(config.max_line_size, config.max_item_size);
-    let mut conn = Connection::new(stream, peer, "memcache", codec, stats, shutdown)
-        .with_idle_timeout(config.client_timeout);
+    let mut conn = Connection::new(stream, peer, "memcache", codec, stats, &shared);
     let mut session = service.session();
     while let Some(frame) = conn.next().await {
         let request = match frame {
             Frame::Request(request) => request,
             Frame::ClientError(reason) => {
+                stats::add(&stats.protocol_errors, 1);
                 line(&mut conn.out, &format!("CLIENT_ERROR {reason}"));
                 continue;
             }
-            Frame::TooLarge => {
-                line(&mut conn.out, "SERVER_ERROR object too large");
-                continue;
+            Frame::TooLarge { limit } => {
+                stats::add(&stats.protocol_errors, 1);
+                crate::throttled!(info, peer = %conn.peer, limit, "memcache set over max_item_size; connection closed");
+                line(
+                    &mut conn.out,
+                    &format!("SERVER_ERROR object too large for cache (limit {limit} bytes)"),
+                );
+                break;
             }
         };
-        match execute(&*service, &mut session, &mut conn, request, &config).await {
+        match execute(&*service, &mut session, &mut conn, request, &shared).await {
             Some(Next::Continue) => {}
             Some(Next::Close) | None => break,
         }
@@ -439,7 +461,7 @@ async fn execute<S: QueueService>(
     session: &mut S::Session,
     conn: &mut Connection<'_, McCodec>,
     request: Request,
-    config: &ServerConfig,
+    shared: &Shared,
 ) -> Option<Next> {
     let reply: String = match request {
         Request::Set {
@@ -467,7 +489,7 @@ async fn execute<S: QueueService>(
             timeout,
             max_items,
         } => {
-            let max_items = max_items.unwrap_or(config.max_open_transactions);
+            let max_items = max_items.unwrap_or(shared.config.max_open_transactions);
             super::monitor(
                 service,
                 session,
@@ -516,6 +538,9 @@ async fn execute<S: QueueService>(
             for (name, value) in server_fields(&stats) {
                 text += &format!("STAT {name} {value}\r\n");
             }
+            let budget = &shared.budget;
+            text += &format!("STAT buffered_bytes {}\r\n", budget.used());
+            text += &format!("STAT buffer_waits {}\r\n", budget.stalls());
             for (queue, q) in &stats.queues {
                 for (name, value) in queue_fields(q) {
                     text += &format!("STAT queue_{queue}_{name} {value}\r\n");
@@ -646,7 +671,7 @@ mod tests {
     #[test]
     fn parses_sets_with_data_blocks_and_pipelining() {
         let frames = decode_all(
-            b"set q 5 0 3\r\nabc\r\nSET q 0 10 2 noreply\nxy\nget q\r\n",
+            b"set q 5 0 3\r\nabc\r\nSET q 0 10 2 noreply\nxy\r\nget q\r\n",
             1024,
         );
         assert_eq!(
@@ -702,17 +727,18 @@ mod tests {
     }
 
     #[test]
-    fn oversized_sets_are_skipped_without_buffering() {
-        let mut codec = McCodec::new(64, 4);
-        let mut buf = BytesMut::from(&b"set q 0 0 10\r\n0123"[..]);
-        assert_eq!(codec.decode(&mut buf).unwrap(), Some(Frame::TooLarge));
-        assert_eq!(codec.decode(&mut buf).unwrap(), None);
-        assert!(buf.is_empty(), "skipped bytes must not be kept");
-        buf.extend_from_slice(b"456789\r\nversion\r\n");
-        assert_eq!(
-            codec.decode(&mut buf).unwrap(),
-            Some(Frame::Request(Request::Version))
-        );
+    fn oversized_sets_end_the_stream_without_buffering() {
+        for line in [&b"set q 0 0 10\r\n0123"[..], b"set q bad 0 10\r\n0123"] {
+            let mut codec = McCodec::new(64, 4);
+            let mut buf = BytesMut::from(line);
+            assert_eq!(
+                codec.decode(&mut buf).unwrap(),
+                Some(Frame::TooLarge { limit: 4 })
+            );
+            buf.extend_from_slice(b"456789\r\nversion\r\n");
+            assert_eq!(codec.decode(&mut buf).unwrap(), None);
+            assert!(buf.is_empty(), "nothing after the refusal is kept");
+        }
     }
 
     #[test]
@@ -776,13 +802,23 @@ mod tests {
     }
 
     #[test]
-    fn bad_data_terminator() {
-        assert_eq!(
-            decode_all(b"set q 0 0 1\r\nabc\r\nversion\r\n", 1024),
-            [
-                Frame::ClientError("bad data chunk".into()),
-                Frame::Request(Request::Version)
-            ]
-        );
+    fn a_data_block_must_end_exactly_at_its_length_with_crlf() {
+        for input in [
+            &b"set q 0 0 1\r\nabc\r\nversion\r\n"[..],
+            // One byte short: "d1\r" would be stored as the item.
+            b"set q 0 0 3\r\nd1\r\nversion\r\n",
+            // A bare LF after the data is not the terminator either.
+            b"set q 0 0 2\r\nd1\nversion\r\n",
+        ] {
+            assert_eq!(
+                decode_all(input, 1024),
+                [
+                    Frame::ClientError("bad data chunk".into()),
+                    Frame::Request(Request::Version)
+                ],
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! [`QueueService`](crate::service::QueueService) and the results back into
 //! replies. No queue logic lives here.
 
+pub mod budget;
 mod connection;
 pub mod memcache;
 pub mod text;
@@ -9,17 +10,30 @@ pub mod thrift;
 
 use std::time::Duration;
 
-use bytes::BytesMut;
-use tokio_util::codec::Decoder;
+use std::sync::Arc;
 
+use bytes::BytesMut;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServerConfig;
 use crate::service::{GetRequest, QueueService, Read};
-use connection::Connection;
+use budget::Budget;
+use connection::{Codec, Connection};
+
+/// What every connection of the server shares, whatever its protocol.
+pub struct Shared {
+    pub config: Arc<ServerConfig>,
+    /// Memory all partial requests hold together.
+    pub budget: Budget,
+    /// Cancelled when the server shuts down.
+    pub shutdown: CancellationToken,
+}
 
 /// `monitor` (memcache and text): opens items one at a time until `timeout`
 /// has passed, `max` are open, or the service says no more (for instance the
 /// connection's open-read limit), writing each with `write` and sending it as
 /// it comes. `None` if the client left meanwhile.
-async fn monitor<S: QueueService, C: Decoder>(
+async fn monitor<S: QueueService, C: Codec>(
     service: &S,
     session: &mut S::Session,
     conn: &mut Connection<'_, C>,
@@ -27,10 +41,7 @@ async fn monitor<S: QueueService, C: Decoder>(
     timeout: Duration,
     max: usize,
     write: impl Fn(&mut BytesMut, &[u8]),
-) -> Option<()>
-where
-    C::Error: std::fmt::Display,
-{
+) -> Option<()> {
     let deadline = tokio::time::Instant::now() + timeout.min(crate::service::MAX_WAIT);
     for _ in 0..max {
         let timeout = Some(deadline.saturating_duration_since(tokio::time::Instant::now()));

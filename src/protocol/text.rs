@@ -16,13 +16,14 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
-use tokio_util::sync::CancellationToken;
 
-use super::connection::Connection;
+use super::Shared;
+use super::connection::{Codec, Connection};
 use crate::config::ServerConfig;
 use crate::service::{
     Expiry, GetRequest, QueueService, Read, ServerStatus, ServiceError, Transactions,
 };
+use crate::stats;
 
 /// A parsed text-protocol request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,6 +251,19 @@ impl Decoder for TextCodec {
     }
 }
 
+impl Codec for TextCodec {
+    fn mid_request(&self) -> bool {
+        !matches!(self.state, State::Line)
+    }
+
+    fn held(&self) -> usize {
+        match &self.state {
+            State::Put { bytes, .. } => *bytes,
+            _ => 0,
+        }
+    }
+}
+
 enum Parsed {
     Request(Request),
     PutHeader { queue: String, expiry: Expiry },
@@ -372,28 +386,28 @@ pub async fn serve<S: QueueService>(
     service: Arc<S>,
     stream: TcpStream,
     peer: SocketAddr,
-    config: Arc<ServerConfig>,
-    shutdown: CancellationToken,
+    shared: Arc<Shared>,
 ) {
     let stats = service.counters();
+    let config = &shared.config;
     let codec = TextCodec::new(Limits {
         max_line: config.max_line_size,
         max_item: config.max_item_size,
         max_put_items: config.text_max_put_items,
         max_put_bytes: config.max_frame_size,
     });
-    let mut conn = Connection::new(stream, peer, "text", codec, stats, shutdown)
-        .with_idle_timeout(config.client_timeout);
+    let mut conn = Connection::new(stream, peer, "text", codec, stats, &shared);
     let mut session = service.session();
     while let Some(frame) = conn.next().await {
         let request = match frame {
             Frame::Request(request) => request,
             Frame::Error(message) => {
+                stats::add(&stats.protocol_errors, 1);
                 reply(&mut conn.out, &format!("-{message}"));
                 continue;
             }
         };
-        if execute(&*service, &mut session, &mut conn, request, &config)
+        if execute(&*service, &mut session, &mut conn, request, config)
             .await
             .is_none()
         {

@@ -29,6 +29,7 @@
 #[allow(clippy::all, clippy::pedantic, dead_code, missing_docs)]
 #[rustfmt::skip]
 pub mod generated;
+mod frame;
 mod input;
 
 use std::cell::RefCell;
@@ -43,16 +44,16 @@ use thrift::protocol::{
 };
 use thrift::{ApplicationError, ApplicationErrorKind};
 use tokio::net::TcpStream;
-use tokio_util::codec::LengthDelimitedCodec;
-use tokio_util::sync::CancellationToken;
 
+use self::frame::FrameCodec;
 use self::generated::{Item, KestrelSyncHandler, QueueInfo, Status, TKestrelProcessFunctions};
 use self::input::FrameInput;
+use super::Shared;
 use super::connection::Connection;
-use crate::config::ServerConfig;
 use crate::service::{
     Expiry, GetRequest, QueueService, Read, ServerStatus, ServiceError, Transactions,
 };
+use crate::stats;
 
 /// A call, decoded from the wire by generated code.
 #[derive(Debug, Clone, PartialEq)]
@@ -141,7 +142,7 @@ fn ids(set: BTreeSet<i64>) -> Transactions {
 async fn execute<S: QueueService>(
     service: &S,
     session: &mut S::Session,
-    conn: &mut Connection<'_, LengthDelimitedCodec>,
+    conn: &mut Connection<'_, FrameCodec>,
     command: Command,
 ) -> Option<Outcome> {
     Some(match command {
@@ -505,19 +506,18 @@ pub async fn serve<S: QueueService>(
     service: Arc<S>,
     stream: TcpStream,
     peer: SocketAddr,
-    config: Arc<ServerConfig>,
-    shutdown: CancellationToken,
+    shared: Arc<Shared>,
 ) {
     let stats = service.counters();
-    let codec = LengthDelimitedCodec::builder()
-        .length_field_type::<u32>()
-        .max_frame_length(config.max_frame_size)
-        .new_codec();
-    let mut conn = Connection::new(stream, peer, "thrift", codec, stats, shutdown)
-        .with_idle_timeout(config.client_timeout);
+    let config = &shared.config;
+    let codec = FrameCodec {
+        max: config.max_frame_size,
+    };
+    let mut conn = Connection::new(stream, peer, "thrift", codec, stats, &shared);
     let mut session = service.session();
     while let Some(frame) = conn.next().await {
         let Some(command) = decode(&frame, &mut conn.out) else {
+            stats::add(&stats.protocol_errors, 1);
             continue;
         };
         let Some(outcome) = execute(&*service, &mut session, &mut conn, command).await else {

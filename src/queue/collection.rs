@@ -51,10 +51,10 @@ pub struct Delivery {
 
 /// Waits for an acknowledgement whose failure only needs logging.
 async fn wait_logged(ack: Option<Ack>, what: &str) {
-    if let Some(ack) = ack {
-        if let Err(e) = ack.wait().await {
-            tracing::warn!(error = %e, "{what} not journaled");
-        }
+    if let Some(ack) = ack
+        && let Err(e) = ack.wait().await
+    {
+        tracing::warn!(error = %e, "{what} not journaled");
     }
 }
 
@@ -441,11 +441,11 @@ impl QueueCollection {
         for q in self.all() {
             let config = q.config();
             self.expire(&q, config.max_expire_sweep).await;
-            if let Some(age) = config.max_queue_age {
-                if q.delete_if_empty_and_older_than(age) {
-                    self.forget(&q);
-                    tracing::info!(queue = %q.name(), "empty queue older than max_queue_age deleted");
-                }
+            if let Some(age) = config.max_queue_age
+                && q.delete_if_empty_and_older_than(age)
+            {
+                self.forget(&q);
+                tracing::info!(queue = %q.name(), "empty queue older than max_queue_age deleted");
             }
         }
     }

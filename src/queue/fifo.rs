@@ -339,14 +339,14 @@ impl Store {
         out: &mut Vec<Taken>,
     ) {
         if mode == Mode::Peek {
-            if out.is_empty() {
-                if let Some(head) = self.head(now_ms) {
-                    want.took(head);
-                    out.push(Taken {
-                        item: head.clone(),
-                        xid: None,
-                    });
-                }
+            if out.is_empty()
+                && let Some(head) = self.head(now_ms)
+            {
+                want.took(head);
+                out.push(Taken {
+                    item: head.clone(),
+                    xid: None,
+                });
             }
             return;
         }
@@ -795,10 +795,10 @@ impl Queue {
         store.mem_bytes = 0;
         store.disk = DiskTail::default();
         store.open.clear();
-        if let Some(journal) = store.journal.take() {
-            if let Err(e) = journal.destroy() {
-                tracing::error!(queue = %self.name, error = %e, "cannot remove the journal of a deleted queue");
-            }
+        if let Some(journal) = store.journal.take()
+            && let Err(e) = journal.destroy()
+        {
+            tracing::error!(queue = %self.name, error = %e, "cannot remove the journal of a deleted queue");
         }
         let waiters = std::mem::take(&mut st.waiters);
         for (id, waiter) in waiters {

@@ -4,6 +4,7 @@
 //! so they are kept to something every layer can carry verbatim.
 
 use thiserror::Error;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 /// Longest accepted queue name, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
@@ -16,14 +17,31 @@ pub enum NameError {
     #[error("queue name is longer than {MAX_NAME_LEN} bytes")]
     TooLong,
     #[error(
-        "queue name contains {0:?}, which is not allowed ('/', '.', '~', whitespace and control characters are not)"
+        "queue name contains {0:?}, which is not allowed ('/', '.', '~', whitespace, control and format characters are not)"
     )]
     BadChar(char),
 }
 
-/// Checks `name` against the rules: 1 to 255 bytes, and none of `/`, `.`,
-/// `~`, whitespace or control characters (`/` and `.` would escape or alias
-/// journal paths; `~` marks temporary files, as in Kestrel).
+/// Whether `c` may not appear in a queue name: `/` and `.` would escape or
+/// alias journal paths; `~` marks temporary files, as in Kestrel; whitespace,
+/// control characters (Unicode Cc), format characters (Cf: bidirectional
+/// overrides such as U+202E, zero-width characters, U+FEFF) and line or
+/// paragraph separators (Zl, Zp) would make two names look alike, or a name
+/// look like something else, in logs, stats and dashboards.
+fn forbidden(c: char) -> bool {
+    matches!(c, '/' | '.' | '~')
+        || c.is_whitespace()
+        || matches!(
+            c.general_category(),
+            GeneralCategory::Control
+                | GeneralCategory::Format
+                | GeneralCategory::LineSeparator
+                | GeneralCategory::ParagraphSeparator
+        )
+}
+
+/// Checks `name` against the rules: 1 to 255 bytes, none of the
+/// [`forbidden`] characters.
 pub fn validate(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
         return Err(NameError::Empty);
@@ -31,10 +49,7 @@ pub fn validate(name: &str) -> Result<(), NameError> {
     if name.len() > MAX_NAME_LEN {
         return Err(NameError::TooLong);
     }
-    match name
-        .chars()
-        .find(|&c| matches!(c, '/' | '.' | '~') || c.is_whitespace() || c.is_control())
-    {
+    match name.chars().find(|&c| forbidden(c)) {
         Some(c) => Err(NameError::BadChar(c)),
         None => Ok(()),
     }
@@ -78,6 +93,14 @@ mod tests {
             ("a\nb", '\n'),
             ("a\u{7f}", '\u{7f}'),
             ("a\u{0}", '\u{0}'),
+            ("evil\u{202e}gpj", '\u{202e}'),
+            ("\u{feff}bom", '\u{feff}'),
+            ("zero\u{200b}width", '\u{200b}'),
+            ("line\u{2028}sep", '\u{2028}'),
+            ("para\u{2029}sep", '\u{2029}'),
+            ("soft\u{ad}hyphen", '\u{ad}'),
+            ("tag\u{e0041}", '\u{e0041}'),
+            ("c1\u{85}", '\u{85}'),
         ] {
             assert_eq!(validate(name), Err(NameError::BadChar(c)), "{name:?}");
         }

@@ -211,19 +211,19 @@ impl TInputProtocol for FrameInput<'_> {
     fn read_field_begin(&mut self) -> thrift::Result<TFieldIdentifier> {
         let field_type = ttype(self.read_byte()?)?;
         if field_type == TType::Stop {
-            if self.depth == 1 {
-                if let Some(id) = self.missing_default() {
-                    // Leave the stop byte for the next call and report the
-                    // defaulted argument first.
-                    self.pos -= 1;
-                    self.seen |= 1u64 << id;
-                    self.default_pending = true;
-                    return Ok(TFieldIdentifier::new::<Option<String>, String, i16>(
-                        None,
-                        TType::I32,
-                        id,
-                    ));
-                }
+            if self.depth == 1
+                && let Some(id) = self.missing_default()
+            {
+                // Leave the stop byte for the next call and report the
+                // defaulted argument first.
+                self.pos -= 1;
+                self.seen |= 1u64 << id;
+                self.default_pending = true;
+                return Ok(TFieldIdentifier::new::<Option<String>, String, i16>(
+                    None,
+                    TType::I32,
+                    id,
+                ));
             }
             return Ok(
                 TFieldIdentifier::new::<Option<String>, String, Option<i16>>(
