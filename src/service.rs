@@ -21,13 +21,18 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ServerConfig;
 use crate::journal::Ack;
 use crate::queue::{
-    AutoAbort, NameError, Queue, QueueCollection, QueueError, QueueSnapshot, ReadKind, now_ms,
+    AutoAbort, Capacity, NameError, Queue, QueueCollection, QueueError, QueueSnapshot, ReadKind,
+    now_ms,
 };
 use crate::stats::{self, Stats};
 use crate::status::{ChangePending, StatusKeeper};
 
 /// The version every protocol reports.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Journal files held open when no limit was derived from the process's
+/// (as in tests that build a service directly).
+const DEFAULT_OPEN_FILES: usize = 256;
 
 /// Longest a read may wait; longer timeouts are cut to this.
 pub const MAX_WAIT: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -79,7 +84,7 @@ impl From<QueueError> for ServiceError {
     fn from(e: QueueError) -> Self {
         match e {
             QueueError::BadName(name) => ServiceError::BadName(name),
-            unavailable => ServiceError::Storage(unavailable.to_string()),
+            other => ServiceError::Storage(other.to_string()),
         }
     }
 }
@@ -334,6 +339,10 @@ impl Kestrel {
             queues: Arc::new(QueueCollection::open(
                 &config.data_dir,
                 config.queues.clone(),
+                Capacity {
+                    max_queues: config.max_queues,
+                    max_open_files: config.max_open_files.unwrap_or(DEFAULT_OPEN_FILES),
+                },
             )?),
             auto_abort: Arc::new(AutoAbort::default()),
             status: StatusKeeper::load(
@@ -358,6 +367,17 @@ impl Kestrel {
         self.auto_abort.clone()
     }
 
+    /// Counts and logs a read held back by `max_open_transactions`.
+    fn open_read_limit(&self, queue: &str) {
+        stats::add(&self.stats.rejected_open_reads, 1);
+        crate::throttled!(
+            info,
+            queue,
+            limit = self.max_open_transactions,
+            "a connection reached max_open_transactions on a queue; confirm or abort its reads first"
+        );
+    }
+
     fn check(&self, op: Op, action: &'static str) -> Result<(), ServiceError> {
         let status = self.status();
         if op.allowed(status) {
@@ -370,7 +390,12 @@ impl Kestrel {
 
 /// The reads one connection holds open, per queue, oldest first.
 pub struct Session {
+    /// Opened for the session: confirmed or aborted through it, aborted
+    /// when it ends.
     open: HashMap<Arc<str>, OpenReads>,
+    /// Opened with a deadline (Thrift): they outlive the session, but count
+    /// against its open-read limit while they stay open.
+    timed: HashMap<Arc<str>, OpenReads>,
 }
 
 struct OpenReads {
@@ -388,9 +413,32 @@ impl Session {
         }
     }
 
+    /// How many reads this session opened with a deadline on `queue` are
+    /// still open (not confirmed, aborted or timed out since).
+    fn timed_count(&mut self, queue: &Arc<Queue>) -> usize {
+        match self.timed.get_mut(queue.name()) {
+            Some(reads) if Arc::ptr_eq(&reads.queue, queue) => {
+                queue.retain_open(&mut reads.xids);
+                reads.xids.len()
+            }
+            _ => 0,
+        }
+    }
+
     fn record(&mut self, queue: &Arc<Queue>, xids: impl IntoIterator<Item = u64>) {
-        let reads = self
-            .open
+        Self::add(&mut self.open, queue, xids);
+    }
+
+    fn record_timed(&mut self, queue: &Arc<Queue>, xids: impl IntoIterator<Item = u64>) {
+        Self::add(&mut self.timed, queue, xids);
+    }
+
+    fn add(
+        map: &mut HashMap<Arc<str>, OpenReads>,
+        queue: &Arc<Queue>,
+        xids: impl IntoIterator<Item = u64>,
+    ) {
+        let reads = map
             .entry(queue.name().clone())
             .or_insert_with(|| OpenReads {
                 queue: queue.clone(),
@@ -484,6 +532,7 @@ impl QueueService for Kestrel {
     fn session(&self) -> Session {
         Session {
             open: HashMap::new(),
+            timed: HashMap::new(),
         }
     }
 
@@ -542,12 +591,24 @@ impl QueueService for Kestrel {
                 let limit = self.max_open_transactions;
                 let open = session.open_count(&q);
                 if open >= limit {
+                    self.open_read_limit(queue);
                     return Err(ServiceError::TooManyOpenReads { limit });
                 }
                 max = max.min(limit - open);
                 ReadKind::Open
             }
-            Read::OpenWithTimeout(_) => ReadKind::Open,
+            Read::OpenWithTimeout(_) => {
+                // As Kestrel did over Thrift: at the limit a get returns
+                // nothing, below it at most what the limit leaves.
+                let limit = self.max_open_transactions;
+                let open = session.timed_count(&q);
+                if open >= limit {
+                    self.open_read_limit(queue);
+                    return Ok(Reading::ready(Vec::new()));
+                }
+                max = max.min(limit - open);
+                ReadKind::Open
+            }
             Read::Peek => ReadKind::Peek,
         };
         let counter = if kind == ReadKind::Peek {
@@ -567,11 +628,12 @@ impl QueueService for Kestrel {
         let xids = taken.iter().filter_map(|t| t.xid);
         match request.read {
             Read::Open => session.record(&q, xids),
-            Read::OpenWithTimeout(after) => self.auto_abort.schedule(
-                Instant::now() + after.min(MAX_WAIT),
-                q.clone(),
-                xids.collect(),
-            ),
+            Read::OpenWithTimeout(after) => {
+                let xids: Vec<u64> = xids.collect();
+                session.record_timed(&q, xids.iter().copied());
+                self.auto_abort
+                    .schedule(Instant::now() + after.min(MAX_WAIT), q.clone(), xids);
+            }
             Read::Remove | Read::Peek => {}
         }
         // Opened items are owned (by the session or a deadline) from here

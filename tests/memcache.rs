@@ -109,7 +109,10 @@ fn noreply_sets_and_pipelining() {
 
 #[test]
 fn expiry() {
-    let server = Server::start();
+    // The background sweep would race flush_expired for the expired items.
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("KESTREL_EXPIRATION_TIMER_FREQUENCY", "off")];
+    let server = Server::start_with_env(dir.path(), &[], &env);
     let mut c = mc(&server);
     // Relative seconds, absolute unix time (in the past), and never.
     c.send("set e 0 1 4\r\ngone\r\n");

@@ -5,6 +5,20 @@
 //! through a temporary file, fsync and rename): if the newer one is damaged,
 //! the older one still describes a state from which replay is correct, and
 //! the journal never reclaims a segment that either of them still needs.
+//!
+//! A checkpoint also carries the queue's name, so that a queue whose
+//! directory name is a hash (a long name) can still be identified, and its
+//! own length, so that bytes appended to the file by accident do not make
+//! an intact checkpoint unreadable.
+//!
+//! ```text
+//! v2 := magic:u32 version:u32=2 len:u32 name_len:u16 name state crc:u32
+//!       (len counts everything before the crc; bytes after it are ignored)
+//! v1 := magic:u32 version:u32=1 state crc:u32    (read only; crc ends the file)
+//! state := generation replay_segment replay_offset next_seq created_ms live_bytes:u64…
+//!          runs:u64 (start end)*  open:u64 (seq:u64 size:u32)*
+//!          segments:u64 (id size first_add last_add live_bytes)*
+//! ```
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -16,7 +30,7 @@ use bytes::{Buf, BufMut, BytesMut};
 use super::runs::Runs;
 
 const MAGIC: u32 = 0x4b51_434b; // "KQCK"
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 /// What the journal knows about one segment file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -39,6 +53,8 @@ pub struct Position {
 /// A checkpoint's contents.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Checkpoint {
+    /// The queue's name (empty in a version-1 checkpoint).
+    pub name: String,
     pub generation: u64,
     pub replay_from: Position,
     pub next_seq: u64,
@@ -55,6 +71,10 @@ impl Checkpoint {
         let mut out = BytesMut::new();
         out.put_u32_le(MAGIC);
         out.put_u32_le(VERSION);
+        out.put_u32_le(0); // length, filled in below
+        let name = &self.name.as_bytes()[..self.name.len().min(u16::MAX as usize)];
+        out.put_u16_le(name.len() as u16);
+        out.put_slice(name);
         out.put_u64_le(self.generation);
         out.put_u64_le(self.replay_from.segment);
         out.put_u64_le(self.replay_from.offset);
@@ -80,6 +100,8 @@ impl Checkpoint {
             out.put_u64_le(last);
             out.put_u64_le(s.live_bytes);
         }
+        let len = out.len() as u32;
+        out[8..12].copy_from_slice(&len.to_le_bytes());
         let crc = crc32c::crc32c(&out);
         out.put_u32_le(crc);
         out.to_vec()
@@ -87,66 +109,96 @@ impl Checkpoint {
 
     /// Decodes a checkpoint; `None` if it is damaged or not one.
     pub fn decode(bytes: &[u8]) -> Option<Checkpoint> {
-        let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
-        if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().ok()?) {
+        let mut head = bytes.get(..8)?;
+        if head.get_u32_le() != MAGIC {
             return None;
         }
-        let mut b = body;
-        let need = |b: &[u8], n: u64| (b.len() as u64 >= n).then_some(());
-        need(b, 64)?;
-        if b.get_u32_le() != MAGIC || b.get_u32_le() != VERSION {
-            return None;
-        }
-        let mut c = Checkpoint {
-            generation: b.get_u64_le(),
-            replay_from: Position {
-                segment: b.get_u64_le(),
-                offset: b.get_u64_le(),
-            },
-            next_seq: b.get_u64_le(),
-            created_ms: b.get_i64_le(),
-            live_bytes: b.get_u64_le(),
-            ..Checkpoint::default()
+        let (body, name) = match head.get_u32_le() {
+            1 => {
+                let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
+                check_crc(body, crc)?;
+                (&body[8..], String::new())
+            }
+            2 => {
+                let len = u32::from_le_bytes(bytes.get(8..12)?.try_into().ok()?) as usize;
+                let body = bytes.get(..len)?;
+                check_crc(body, bytes.get(len..len.checked_add(4)?)?)?;
+                let mut b = body.get(12..)?;
+                let name_len = usize::from(u16::from_le_bytes(b.get(..2)?.try_into().ok()?));
+                let name = String::from_utf8(b.get(2..2 + name_len)?.to_vec()).ok()?;
+                b.advance(2 + name_len);
+                (b, name)
+            }
+            _ => return None,
         };
-        let runs = b.get_u64_le();
-        need(b, runs.checked_mul(16)?)?;
-        c.live = Runs::from_runs((0..runs).map(|_| (b.get_u64_le(), b.get_u64_le())));
-        need(b, 8)?;
-        let open = b.get_u64_le();
-        need(b, open.checked_mul(12)?)?;
-        c.open = (0..open)
-            .map(|_| (b.get_u64_le(), b.get_u32_le()))
-            .collect();
-        need(b, 8)?;
-        let segments = b.get_u64_le();
-        need(b, segments.checked_mul(40)?)?;
-        for _ in 0..segments {
-            let id = b.get_u64_le();
-            let size = b.get_u64_le();
-            let (first, last) = (b.get_u64_le(), b.get_u64_le());
-            let live_bytes = b.get_u64_le();
-            let adds = (first != u64::MAX).then_some((first, last));
-            c.segments.insert(
-                id,
-                SegmentInfo {
-                    size,
-                    adds,
-                    live_bytes,
-                },
-            );
-        }
-        b.is_empty().then_some(c)
+        let mut c = decode_state(body)?;
+        c.name = name;
+        Some(c)
     }
 }
 
-fn slot_path(dir: &Path, slot: u64) -> std::path::PathBuf {
-    dir.join(format!("checkpoint.{}", slot % 2))
+fn check_crc(body: &[u8], crc: &[u8]) -> Option<()> {
+    (crc32c::crc32c(body) == u32::from_le_bytes(crc.try_into().ok()?)).then_some(())
 }
 
-/// The valid checkpoints in `dir`, newest first.
-pub fn load(dir: &Path) -> Vec<Checkpoint> {
-    let mut found: Vec<Checkpoint> = (0..2)
-        .filter_map(|slot| Checkpoint::decode(&fs::read(slot_path(dir, slot)).ok()?))
+/// Decodes the state that follows the header, which must end exactly with it.
+fn decode_state(mut b: &[u8]) -> Option<Checkpoint> {
+    let need = |b: &[u8], n: u64| (b.len() as u64 >= n).then_some(());
+    need(b, 56)?;
+    let mut c = Checkpoint {
+        generation: b.get_u64_le(),
+        replay_from: Position {
+            segment: b.get_u64_le(),
+            offset: b.get_u64_le(),
+        },
+        next_seq: b.get_u64_le(),
+        created_ms: b.get_i64_le(),
+        live_bytes: b.get_u64_le(),
+        ..Checkpoint::default()
+    };
+    let runs = b.get_u64_le();
+    need(b, runs.checked_mul(16)?)?;
+    c.live = Runs::from_runs((0..runs).map(|_| (b.get_u64_le(), b.get_u64_le())));
+    need(b, 8)?;
+    let open = b.get_u64_le();
+    need(b, open.checked_mul(12)?)?;
+    c.open = (0..open)
+        .map(|_| (b.get_u64_le(), b.get_u32_le()))
+        .collect();
+    need(b, 8)?;
+    let segments = b.get_u64_le();
+    need(b, segments.checked_mul(40)?)?;
+    for _ in 0..segments {
+        let id = b.get_u64_le();
+        let size = b.get_u64_le();
+        let (first, last) = (b.get_u64_le(), b.get_u64_le());
+        let live_bytes = b.get_u64_le();
+        let adds = (first != u64::MAX).then_some((first, last));
+        c.segments.insert(
+            id,
+            SegmentInfo {
+                size,
+                adds,
+                live_bytes,
+            },
+        );
+    }
+    b.is_empty().then_some(c)
+}
+
+fn slot_path(dir: &Path, generation: u64) -> std::path::PathBuf {
+    dir.join(FILES[(generation % 2) as usize])
+}
+
+/// The file names of the two checkpoint slots.
+pub const FILES: [&str; 2] = ["checkpoint.0", "checkpoint.1"];
+
+/// The valid checkpoints among `present` (file names in `dir`), newest first.
+pub fn load(dir: &Path, present: &[String]) -> Vec<Checkpoint> {
+    let mut found: Vec<Checkpoint> = present
+        .iter()
+        .filter(|name| FILES.contains(&name.as_str()))
+        .filter_map(|name| Checkpoint::decode(&fs::read(dir.join(name)).ok()?))
         .collect();
     found.sort_by_key(|c| std::cmp::Reverse(c.generation));
     found
@@ -172,6 +224,7 @@ mod tests {
 
     fn sample() -> Checkpoint {
         Checkpoint {
+            name: "Jobs+audit".into(),
             generation: 7,
             replay_from: Position {
                 segment: 3,
@@ -219,6 +272,34 @@ mod tests {
     }
 
     #[test]
+    fn bytes_appended_after_a_checkpoint_are_ignored() {
+        let mut bytes = sample().encode();
+        bytes.extend_from_slice(&[0xa5; 37]);
+        assert_eq!(Checkpoint::decode(&bytes), Some(sample()));
+    }
+
+    #[test]
+    fn reads_version_one() {
+        // Version 1: no length and no name; the crc ends the file.
+        let v2 = sample().encode();
+        let name_len = 2 + sample().name.len();
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(&MAGIC.to_le_bytes());
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        v1.extend_from_slice(&v2[12 + name_len..v2.len() - 4]);
+        let crc = crc32c::crc32c(&v1);
+        v1.extend_from_slice(&crc.to_le_bytes());
+        let read = Checkpoint::decode(&v1).unwrap();
+        assert_eq!(
+            read,
+            Checkpoint {
+                name: String::new(),
+                ..sample()
+            }
+        );
+    }
+
+    #[test]
     fn newest_valid_checkpoint_wins() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = sample();
@@ -226,7 +307,8 @@ mod tests {
         c.generation = 8;
         c.next_seq = 2000;
         store(dir.path(), &c).unwrap();
-        let found = load(dir.path());
+        let both = FILES.map(String::from);
+        let found = load(dir.path(), &both);
         assert_eq!(
             found.iter().map(|c| c.generation).collect::<Vec<_>>(),
             [8, 7]
@@ -234,7 +316,7 @@ mod tests {
         // Damage the newer one: the older is still there.
         fs::write(dir.path().join("checkpoint.0"), b"garbage").unwrap();
         assert_eq!(
-            load(dir.path())
+            load(dir.path(), &both)
                 .iter()
                 .map(|c| c.generation)
                 .collect::<Vec<_>>(),

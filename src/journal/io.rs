@@ -8,8 +8,8 @@
 //! writer's progress; the writer takes everything pending, so one write and
 //! one fsync cover every connection that appended meanwhile.
 
-use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
+use std::collections::{BTreeSet, VecDeque};
+use std::fs::File;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tokio::sync::watch;
 
+use super::files::{Files, Key};
 use super::record::Record;
 use super::segment;
 
@@ -89,17 +90,17 @@ struct Pending {
     appended: u64,
 }
 
-struct Open {
+/// The segment being appended to, and its length.
+struct Current {
     segment: u64,
-    file: File,
     len: u64,
 }
 
 #[derive(Default)]
 struct Writer {
-    file: Option<Open>,
-    /// Files written since their last fsync.
-    unsynced: Vec<File>,
+    current: Option<Current>,
+    /// Segments written since their last fsync.
+    unsynced: BTreeSet<u64>,
     progress: Progress,
     last_sync: Option<Instant>,
 }
@@ -108,6 +109,9 @@ struct Writer {
 /// the tasks waiting for acknowledgements, and the background syncer.
 pub struct JournalIo {
     dir: PathBuf,
+    /// Where the segment files are held open, and this journal's id there.
+    files: Arc<Files>,
+    id: u64,
     sync: SyncMode,
     pending: Mutex<Pending>,
     writer: Mutex<Writer>,
@@ -121,9 +125,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl JournalIo {
-    pub fn new(dir: PathBuf, sync: SyncMode) -> Arc<JournalIo> {
+    pub fn new(dir: PathBuf, sync: SyncMode, files: Arc<Files>, id: u64) -> Arc<JournalIo> {
         Arc::new(JournalIo {
             dir,
+            files,
+            id,
             sync,
             pending: Mutex::new(Pending::default()),
             writer: Mutex::new(Writer::default()),
@@ -175,30 +181,37 @@ impl JournalIo {
             p.appended
         };
         let mut w = lock(&self.writer);
-        w.file = None;
+        w.current = None;
         w.unsynced.clear();
+        self.files.forget_journal(self.id);
         w.progress.written = w.progress.written.max(appended);
         w.progress.synced = w.progress.synced.max(appended);
         self.publish(w);
     }
 
-    fn file(&self, w: &mut Writer, segment: u64) -> io::Result<()> {
-        if w.file.as_ref().is_some_and(|f| f.segment == segment) {
-            return Ok(());
+    fn key(&self, segment: u64) -> Key {
+        Key {
+            journal: self.id,
+            segment,
         }
+    }
+
+    /// The file of `segment`, which becomes the one appended to.
+    fn file(&self, w: &mut Writer, segment: u64) -> io::Result<Arc<File>> {
         let path = segment::path(&self.dir, segment);
-        let created = !path.exists();
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let (file, created) = self.files.open(self.key(segment), &path, true)?;
         if created && self.sync == SyncMode::Always {
             File::open(&self.dir)?.sync_all()?;
         }
-        let len = file.metadata()?.len();
-        if let Some(old) = w.file.replace(Open { segment, file, len }) {
-            // Kept for the next fsync, which a checkpoint makes in every mode:
-            // a checkpoint must never claim more than the disk holds.
-            w.unsynced.push(old.file);
+        if w.current.as_ref().is_none_or(|c| c.segment != segment) {
+            let len = file.metadata()?.len();
+            if let Some(old) = w.current.replace(Current { segment, len }) {
+                // Kept for the next fsync, which a checkpoint makes in every
+                // mode: a checkpoint must never claim more than the disk holds.
+                w.unsynced.insert(old.segment);
+            }
         }
-        Ok(())
+        Ok(file)
     }
 
     /// Writes everything pending. Runs as the writer (holding its lock).
@@ -219,16 +232,16 @@ impl JournalIo {
                 continue;
             }
             let start = w.progress.written;
-            let result = self.file(w, chunk.segment).and_then(|()| {
-                let open = w.file.as_mut().expect("opened above");
-                match open.file.write_all(&chunk.bytes) {
+            let result = self.file(w, chunk.segment).and_then(|file| {
+                let current = w.current.as_mut().expect("set by file()");
+                match (&*file).write_all(&chunk.bytes) {
                     Ok(()) => {
-                        open.len += chunk.bytes.len() as u64;
+                        current.len += chunk.bytes.len() as u64;
                         Ok(())
                     }
                     Err(e) => {
                         // Cut a partial write off so the file ends with whole records.
-                        let _ = open.file.set_len(open.len);
+                        let _ = file.set_len(current.len);
                         Err(e)
                     }
                 }
@@ -254,11 +267,15 @@ impl JournalIo {
     fn sync_files(&self, w: &mut Writer) {
         let target = w.progress.written;
         let mut result = Ok(());
-        for f in w.unsynced.drain(..) {
-            result = result.and(f.sync_data());
-        }
-        if let Some(open) = &w.file {
-            result = result.and(open.file.sync_data());
+        let current = w.current.as_ref().map(|c| c.segment);
+        for segment in std::mem::take(&mut w.unsynced).into_iter().chain(current) {
+            let path = segment::path(&self.dir, segment);
+            result = result.and(match self.files.open(self.key(segment), &path, false) {
+                Ok((file, _)) => file.sync_data(),
+                // Nothing was ever written to it.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e),
+            });
         }
         match result {
             Ok(()) => w.progress.synced = target,
@@ -402,7 +419,7 @@ mod tests {
     #[tokio::test]
     async fn waiting_writes_and_everyone_pending_is_written_together() {
         let dir = tempfile::tempdir().unwrap();
-        let io = JournalIo::new(dir.path().to_path_buf(), SyncMode::Always);
+        let io = JournalIo::new(dir.path().to_path_buf(), SyncMode::Always, Files::new(4), 1);
         let (_, a) = io.push(1, &add(1));
         let (_, b) = io.push(1, &add(2));
         let (_, c) = io.push(2, &add(3));
@@ -421,7 +438,12 @@ mod tests {
     #[tokio::test]
     async fn a_failed_write_is_reported_to_its_waiters() {
         let dir = tempfile::tempdir().unwrap();
-        let io = JournalIo::new(dir.path().join("missing"), SyncMode::Never);
+        let io = JournalIo::new(
+            dir.path().join("missing"),
+            SyncMode::Never,
+            Files::new(4),
+            1,
+        );
         let (_, lsn) = io.push(1, &add(1));
         let err = io.wait(lsn).await.unwrap_err();
         assert!(err.to_string().contains("journal write failed"), "{err}");
@@ -430,7 +452,12 @@ mod tests {
     #[tokio::test]
     async fn a_failure_is_not_hidden_by_a_later_one() {
         let dir = tempfile::tempdir().unwrap();
-        let io = JournalIo::new(dir.path().join("missing"), SyncMode::Never);
+        let io = JournalIo::new(
+            dir.path().join("missing"),
+            SyncMode::Never,
+            Files::new(4),
+            1,
+        );
         let (_, first) = io.push(1, &add(1));
         io.write_now();
         let (_, second) = io.push(1, &add(2));
@@ -443,7 +470,7 @@ mod tests {
     #[tokio::test]
     async fn closing_releases_waiters_of_records_never_written() {
         let dir = tempfile::tempdir().unwrap();
-        let io = JournalIo::new(dir.path().to_path_buf(), SyncMode::Never);
+        let io = JournalIo::new(dir.path().to_path_buf(), SyncMode::Never, Files::new(4), 1);
         let (_, lsn) = io.push(1, &add(1));
         io.close();
         let waited = tokio::time::timeout(Duration::from_secs(10), io.wait(lsn)).await;

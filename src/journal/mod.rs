@@ -21,6 +21,7 @@
 //! happens and tells the journal, under the queue's lock.
 
 mod checkpoint;
+mod files;
 mod io;
 mod record;
 mod runs;
@@ -34,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
+pub use files::Files;
 pub use io::{JournalIo, SyncMode, WriteError};
 pub use record::Record;
 
@@ -154,6 +156,11 @@ struct Mark {
 /// One queue's journal. Owned by the queue and used under its lock.
 pub struct Journal {
     dir: PathBuf,
+    /// The queue's name, kept in every checkpoint.
+    name: Arc<str>,
+    files: Arc<Files>,
+    /// This journal's id among `files`.
+    id: u64,
     config: JournalConfig,
     state: LogState,
     io: Arc<JournalIo>,
@@ -169,6 +176,9 @@ pub struct Journal {
     failures_seen: u64,
     /// Wakes the maintenance task; taken once per checkpoint.
     waker: Option<Arc<tokio::sync::Notify>>,
+    /// Segments replayed at recovery and not yet fsynced: the first
+    /// checkpoint relies on them, so it fsyncs them first.
+    replayed: Vec<u64>,
 }
 
 /// A checkpoint to write, built under the queue's lock and written outside it.
@@ -176,26 +186,39 @@ pub struct CheckpointJob {
     dir: PathBuf,
     io: Arc<JournalIo>,
     checkpoint: Checkpoint,
+    /// Segments written before this run of the server, to fsync first.
+    replayed: Vec<u64>,
 }
 
 impl CheckpointJob {
     /// Makes the log durable up to the checkpoint, then stores it (blocking).
     pub fn run(&self) -> std::io::Result<()> {
+        for &id in &self.replayed {
+            match fs::File::open(segment::path(&self.dir, id)) {
+                Ok(f) => f.sync_data()?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
         self.io.sync_now().map_err(std::io::Error::other)?;
         checkpoint::store(&self.dir, &self.checkpoint)
     }
 }
 
 /// Segment reclamation to do outside the queue's lock.
-pub enum ReclaimJob {
+pub struct ReclaimJob {
+    dir: PathBuf,
+    files: Arc<Files>,
+    journal: u64,
+    id: u64,
+    work: Reclaim,
+}
+
+enum Reclaim {
     /// A segment with no live item left.
-    Delete { path: PathBuf, id: u64 },
+    Delete,
     /// A segment mostly consumed: keep only its live ADDs.
-    Rewrite {
-        dir: PathBuf,
-        id: u64,
-        live: runs::Runs,
-    },
+    Rewrite { live: runs::Runs },
 }
 
 /// What a reclamation did: the segment's new size and ADD range, or `None`
@@ -208,24 +231,44 @@ pub struct Reclaimed {
 impl ReclaimJob {
     /// Does the I/O (blocking).
     pub fn run(self) -> std::io::Result<Reclaimed> {
-        match self {
-            ReclaimJob::Delete { path, id } => {
-                match fs::remove_file(&path) {
+        let done = match &self.work {
+            Reclaim::Delete => {
+                match fs::remove_file(segment::path(&self.dir, self.id)) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => return Err(e),
                 }
-                Ok(Reclaimed { id, kept: None })
+                Reclaimed {
+                    id: self.id,
+                    kept: None,
+                }
             }
-            ReclaimJob::Rewrite { dir, id, live } => rewrite(&dir, id, &live),
-        }
+            Reclaim::Rewrite { live } => self.rewrite(live)?,
+        };
+        // The old file is gone: whoever opens the segment next gets the new one.
+        self.files.forget(files::Key {
+            journal: self.journal,
+            segment: self.id,
+        });
+        Ok(done)
+    }
+
+    /// Rewrites the segment with only the ADDs of `live` items, atomically.
+    fn rewrite(&self, live: &runs::Runs) -> std::io::Result<Reclaimed> {
+        rewrite(&self.files, self.journal, &self.dir, self.id, live)
     }
 }
 
 /// Rewrites segment `id` with only the ADDs of `live` items, atomically.
-fn rewrite(dir: &Path, id: u64, live: &runs::Runs) -> std::io::Result<Reclaimed> {
+fn rewrite(
+    files: &Arc<Files>,
+    journal: u64,
+    dir: &Path,
+    id: u64,
+    live: &runs::Runs,
+) -> std::io::Result<Reclaimed> {
     use std::io::Write;
-    let mut reader = Reader::open(dir, id, 0)?;
+    let mut reader = Reader::open(files, journal, dir, id, 0)?;
     let mut out = BytesMut::new();
     let mut adds: Option<(u64, u64)> = None;
     loop {
@@ -257,26 +300,45 @@ fn rewrite(dir: &Path, id: u64, live: &runs::Runs) -> std::io::Result<Reclaimed>
 }
 
 impl Journal {
-    /// Starts an empty journal in `dir` (created if needed).
-    pub fn create(dir: &Path, config: JournalConfig, created_ms: i64) -> std::io::Result<Journal> {
-        fs::create_dir_all(dir)?;
-        let mut journal = Journal::new(dir, config, LogState::new(created_ms), 1, Vec::new());
-        journal.checkpoint_now()?;
-        Ok(journal)
+    /// Starts an empty journal for queue `name` in `dir`, which must exist.
+    /// Nothing is written until the first record: an empty directory is an
+    /// empty queue.
+    pub fn create(
+        dir: &Path,
+        config: JournalConfig,
+        name: &str,
+        files: &Arc<Files>,
+        created_ms: i64,
+    ) -> Journal {
+        Journal::new(
+            dir,
+            config,
+            name,
+            files,
+            LogState::new(created_ms),
+            1,
+            Vec::new(),
+        )
     }
 
     fn new(
         dir: &Path,
         config: JournalConfig,
+        name: &str,
+        files: &Arc<Files>,
         state: LogState,
         active: u64,
         marks: Vec<Mark>,
     ) -> Journal {
+        let id = files.journal_id();
         Journal {
             dir: dir.to_path_buf(),
+            name: Arc::from(name),
+            files: files.clone(),
+            id,
             config,
             state,
-            io: JournalIo::new(dir.to_path_buf(), config.sync),
+            io: JournalIo::new(dir.to_path_buf(), config.sync, files.clone(), id),
             active,
             marks,
             since_checkpoint: 0,
@@ -284,6 +346,7 @@ impl Journal {
             cursor: None,
             failures_seen: 0,
             waker: None,
+            replayed: Vec::new(),
         }
     }
 
@@ -293,20 +356,23 @@ impl Journal {
         self.waker = Some(waker);
     }
 
-    /// Opens the journal in `dir`: loads the newest valid checkpoint, replays
-    /// the log after it (cutting a torn or damaged tail off), rolls back open
-    /// transactions, and checkpoints the result. `name` is for the logs.
+    /// Opens the journal of queue `name` in `dir`: loads the newest valid
+    /// checkpoint, replays the log after it (cutting a torn or damaged tail
+    /// off) and rolls back open transactions. Writes nothing unless a tail
+    /// must be cut: after a clean stop, opening costs a few small reads.
     pub fn recover(
         dir: &Path,
         config: JournalConfig,
         name: &str,
+        files: &Arc<Files>,
     ) -> std::io::Result<(Journal, Recovery)> {
-        let checkpoints = checkpoint::load(dir);
-        let on_disk = segment::list(dir)?;
+        let listing = segment::list_dir(dir)?;
+        let checkpoints = checkpoint::load(dir, &listing.checkpoints);
+        let on_disk = listing.segments;
         let (mut state, replay_from) = match checkpoints.first() {
             Some(c) => (LogState::from_checkpoint(c), c.replay_from),
             None => {
-                if !on_disk.is_empty() {
+                if !on_disk.is_empty() && !listing.checkpoints.is_empty() {
                     tracing::warn!(queue = name, "no valid checkpoint: replaying every segment");
                 }
                 let first = on_disk.first().copied().unwrap_or(1);
@@ -330,21 +396,18 @@ impl Journal {
             .segments
             .keys()
             .copied()
-            .filter(|id| *id < replay_from.segment && !on_disk.contains(id))
+            .filter(|id| on_disk.binary_search(id).is_err())
             .collect();
         for id in gone {
             state.segment_rewritten(id, None);
         }
 
-        let total: u64 = on_disk
-            .iter()
-            .filter(|&&id| id >= replay_from.segment)
-            .filter_map(|&id| fs::metadata(segment::path(dir, id)).ok().map(|m| m.len()))
-            .sum::<u64>()
-            .saturating_sub(replay_from.offset);
         let started = Instant::now();
         let mut replayed = 0u64;
         let mut next_report = PROGRESS_EVERY;
+        let mut total = None;
+        let journal = files.journal_id();
+        let mut touched = Vec::new();
         for &id in on_disk.iter().filter(|&&id| id >= replay_from.segment) {
             let offset = if id == replay_from.segment {
                 replay_from.offset
@@ -352,7 +415,11 @@ impl Journal {
                 0
             };
             state.segments.entry(id).or_default().size = offset;
-            let mut reader = Reader::open(dir, id, offset)?;
+            let mut reader = Reader::open(files, journal, dir, id, offset)?;
+            if reader.at_end() {
+                continue;
+            }
+            touched.push(id);
             loop {
                 match reader.next()? {
                     Next::Record { record, len } => {
@@ -360,6 +427,8 @@ impl Journal {
                         replayed += len;
                         if replayed >= next_report {
                             next_report += PROGRESS_EVERY;
+                            let total = *total
+                                .get_or_insert_with(|| replay_size(dir, &on_disk, replay_from));
                             tracing::info!(
                                 queue = name,
                                 "replaying journal: {} of {} MiB",
@@ -403,16 +472,12 @@ impl Journal {
         if replayed > PROGRESS_EVERY {
             tracing::info!(queue = name, mib = replayed >> 20, elapsed = ?started.elapsed(), "journal replayed");
         }
+        files.forget_journal(journal);
         let active = on_disk
             .last()
             .copied()
             .unwrap_or(replay_from.segment)
             .max(replay_from.segment);
-        // The checkpoint written below relies on what was replayed: make it
-        // durable (a failure here shows again on the next write).
-        if let Err(e) = fs::File::open(segment::path(dir, active)).and_then(|f| f.sync_all()) {
-            tracing::warn!(queue = name, segment = active, error = %e, "cannot fsync the journal's last segment");
-        }
         let rolled_back = state.open.len() as u64;
         state.open.clear();
         let recovery = Recovery {
@@ -423,8 +488,13 @@ impl Journal {
             created_ms: state.created_ms,
             rolled_back,
         };
-        let mut journal = Journal::new(dir, config, state, active, marks);
-        journal.checkpoint_now()?;
+        let mut journal = Journal::new(dir, config, name, files, state, active, marks);
+        // Replayed records (and rolled-back reads) are not in a checkpoint
+        // yet: the next maintenance pass writes one, after fsyncing them.
+        if replayed > 0 || rolled_back > 0 {
+            journal.since_checkpoint = replayed.max(1);
+        }
+        journal.replayed = touched;
         Ok((journal, recovery))
     }
 
@@ -487,6 +557,12 @@ impl Journal {
             batch.lost += self.state.lose(want, u64::MAX);
             return Ok(batch);
         };
+        if let Some(cursor) = &mut self.cursor
+            && !cursor.reader.unpark()?
+        {
+            // Its segment was rewritten since: start that segment over.
+            self.cursor = None;
+        }
         let reusable = self.cursor.as_ref().is_some_and(|c| {
             let next = c.held.as_ref().map_or(c.after, |h| h.seq);
             c.reader.id == target && next <= want
@@ -594,8 +670,12 @@ impl Journal {
                 }
             }
         }
+        if let Some(cursor) = &mut self.cursor {
+            // Kept for the next read, without a file or a buffer meanwhile.
+            cursor.reader.park();
+        }
         if batch.lost > 0 {
-            tracing::warn!(dir = %self.dir.display(), items = batch.lost, "queued items lost to journal damage");
+            tracing::warn!(queue = %self.name, items = batch.lost, "queued items lost to journal damage");
         }
         Ok(batch)
     }
@@ -605,11 +685,11 @@ impl Journal {
             // Its records may still be pending.
             self.io.write_now();
         }
-        match Reader::open(&self.dir, id, 0) {
+        match Reader::open(&self.files, self.id, &self.dir, id, 0) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && id >= self.active => {
                 // Nothing was ever written to it: an empty reader.
                 fs::File::create(segment::path(&self.dir, id))?;
-                Reader::open(&self.dir, id, 0)
+                Reader::open(&self.files, self.id, &self.dir, id, 0)
             }
             other => other,
         }
@@ -631,13 +711,16 @@ impl Journal {
             segment: self.active,
             offset,
         };
-        let checkpoint = self.state.to_checkpoint(generation, replay_from);
+        let checkpoint = self
+            .state
+            .to_checkpoint(&self.name, generation, replay_from);
         self.since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
         Some(CheckpointJob {
             dir: self.dir.clone(),
             io: self.io.clone(),
             checkpoint,
+            replayed: self.replayed.clone(),
         })
     }
 
@@ -656,6 +739,7 @@ impl Journal {
         );
         self.marks.insert(0, mark);
         self.marks.truncate(2);
+        self.replayed.retain(|id| !job.replayed.contains(id));
     }
 
     fn checkpoint_now(&mut self) -> std::io::Result<()> {
@@ -680,19 +764,22 @@ impl Journal {
             let live = info
                 .adds
                 .is_some_and(|(first, last)| self.state.live.intersects(first, last + 1));
-            if !live {
-                return Some(ReclaimJob::Delete {
-                    path: segment::path(&self.dir, id),
-                    id,
-                });
-            }
-            if info.live_bytes * 2 < info.size {
-                return Some(ReclaimJob::Rewrite {
-                    dir: self.dir.clone(),
-                    id,
+            let work = if !live {
+                Reclaim::Delete
+            } else if info.live_bytes * 2 < info.size {
+                Reclaim::Rewrite {
                     live: self.state.live.clone(),
-                });
-            }
+                }
+            } else {
+                continue;
+            };
+            return Some(ReclaimJob {
+                dir: self.dir.clone(),
+                files: self.files.clone(),
+                journal: self.id,
+                id,
+                work,
+            });
         }
         None
     }
@@ -707,7 +794,8 @@ impl Journal {
                 tracing::debug!(dir = %self.dir.display(), segment = done.id, "journal segment deleted")
             }
         }
-        if done.kept.is_none() && self.cursor.as_ref().is_some_and(|c| c.reader.id == done.id) {
+        if self.cursor.as_ref().is_some_and(|c| c.reader.id == done.id) {
+            // Its offsets belong to the old file.
             self.cursor = None;
         }
         self.state.segment_rewritten(done.id, done.kept);
@@ -718,11 +806,31 @@ impl Journal {
         self.checkpoint_now()
     }
 
-    /// Removes the journal's files (the queue was deleted).
-    pub fn destroy(self) -> std::io::Result<()> {
+    /// Stops the journal's I/O for good (its queue was deleted) and closes
+    /// its files; the directory is the caller's to remove.
+    pub fn destroy(self) {
         self.io.close();
-        fs::remove_dir_all(&self.dir)
     }
+}
+
+/// The queue names the checkpoints in `dir` carry, newest first (to
+/// identify a directory whose name is a hash).
+pub fn stored_names(dir: &Path) -> Vec<String> {
+    checkpoint::load(dir, &checkpoint::FILES.map(String::from))
+        .into_iter()
+        .map(|c| c.name)
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
+/// Bytes to replay from `from` on, for progress reports.
+fn replay_size(dir: &Path, on_disk: &[u64], from: Position) -> u64 {
+    on_disk
+        .iter()
+        .filter(|&&id| id >= from.segment)
+        .filter_map(|&id| fs::metadata(segment::path(dir, id)).ok().map(|m| m.len()))
+        .sum::<u64>()
+        .saturating_sub(from.offset)
 }
 
 /// Logs damaged records stepped over, in recovery and read-behind alike.

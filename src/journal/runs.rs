@@ -27,10 +27,6 @@ impl Runs {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     pub fn runs(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.runs.iter().map(|(&s, &e)| (s, e))
     }
@@ -61,20 +57,6 @@ impl Runs {
     /// Whether any member lies in `[start, end)`.
     pub fn intersects(&self, start: u64, end: u64) -> bool {
         start < end && self.next_at_or_after(start).is_some_and(|s| s < end)
-    }
-
-    /// Members in `[start, end)`.
-    pub fn count_in(&self, start: u64, end: u64) -> u64 {
-        let mut n = 0;
-        let first = self
-            .runs
-            .range(..=start)
-            .next_back()
-            .map_or(start, |(&s, _)| s);
-        for (&s, &e) in self.runs.range(first..end) {
-            n += e.min(end).saturating_sub(s.max(start));
-        }
-        n
     }
 
     pub fn insert(&mut self, seq: u64) {
@@ -155,7 +137,6 @@ mod tests {
         assert_eq!(r.runs().collect::<Vec<_>>(), [(1, 3), (4, 7)]);
         assert!(r.contains(2) && !r.contains(3) && r.contains(6) && !r.contains(7));
         assert_eq!(r.next_at_or_after(3), Some(4));
-        assert_eq!(r.count_in(2, 5), 2);
         assert!(r.intersects(3, 5) && !r.intersects(3, 4));
         r.remove_below(5);
         assert_eq!(r.runs().collect::<Vec<_>>(), [(5, 7)]);

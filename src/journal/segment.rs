@@ -3,9 +3,11 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use super::files::{Files, Key};
 use super::record::{self, Decoded, Record};
 
 /// The file of segment `id` in `dir`.
@@ -13,20 +15,31 @@ pub fn path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:016x}.log"))
 }
 
-/// The segment ids present in `dir`, in order.
-pub fn list(dir: &Path) -> io::Result<Vec<u64>> {
-    let mut ids = Vec::new();
+/// What a journal directory holds, from one listing.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Segment ids, in order.
+    pub segments: Vec<u64>,
+    /// Names of the checkpoint files present.
+    pub checkpoints: Vec<String>,
+}
+
+/// Lists `dir`'s segments and checkpoint files.
+pub fn list_dir(dir: &Path) -> io::Result<Listing> {
+    let mut listing = Listing::default();
     for entry in std::fs::read_dir(dir)? {
         let name = entry?.file_name();
         let name = name.to_string_lossy();
-        if let Some(hex) = name.strip_suffix(".log")
-            && let Ok(id) = u64::from_str_radix(hex, 16)
-        {
-            ids.push(id);
+        if let Some(hex) = name.strip_suffix(".log") {
+            if let Ok(id) = u64::from_str_radix(hex, 16) {
+                listing.segments.push(id);
+            }
+        } else if super::checkpoint::FILES.contains(&&*name) {
+            listing.checkpoints.push(name.into_owned());
         }
     }
-    ids.sort_unstable();
-    Ok(ids)
+    listing.segments.sort_unstable();
+    Ok(listing)
 }
 
 /// Bytes skipped over because they did not hold intact records.
@@ -54,9 +67,19 @@ pub enum Next {
 
 /// Reads one segment front to back through a buffer, never trusting a
 /// length it has not checked.
+///
+/// The file comes from the server's [`Files`] cache. A reader kept between
+/// uses (read-behind) is [`park`](Reader::park)ed, holding neither a file
+/// nor a buffer, and [`unpark`](Reader::unpark)ed before it reads again.
 pub struct Reader {
     pub id: u64,
-    file: File,
+    files: Arc<Files>,
+    key: Key,
+    path: PathBuf,
+    /// The file, held while reading.
+    file: Option<Arc<File>>,
+    /// Its inode: a segment rewritten meanwhile is another file.
+    ino: u64,
     file_len: u64,
     buf: Vec<u8>,
     /// File offset of `buf[0]`.
@@ -68,22 +91,84 @@ pub struct Reader {
 const CHUNK: usize = 256 * 1024;
 
 impl Reader {
-    pub fn open(dir: &Path, id: u64, offset: u64) -> io::Result<Reader> {
-        let file = File::open(path(dir, id))?;
-        let file_len = file.metadata()?.len();
+    /// A reader of segment `id` of the journal `journal` in `dir`, from `offset`.
+    pub fn open(
+        files: &Arc<Files>,
+        journal: u64,
+        dir: &Path,
+        id: u64,
+        offset: u64,
+    ) -> io::Result<Reader> {
+        let key = Key {
+            journal,
+            segment: id,
+        };
+        let path = path(dir, id);
+        let (file, _) = files.open(key, &path, false)?;
+        let meta = file.metadata()?;
         Ok(Reader {
             id,
-            file,
-            file_len,
+            files: files.clone(),
+            key,
+            path,
+            file: Some(file),
+            ino: meta.ino(),
+            file_len: meta.len(),
             buf: Vec::new(),
             buf_at: offset,
             offset,
         })
     }
 
+    /// The file, reopened through the cache if parked.
+    fn file(&mut self) -> io::Result<Arc<File>> {
+        if let Some(file) = &self.file {
+            return Ok(file.clone());
+        }
+        let (file, _) = self.files.open(self.key, &self.path, false)?;
+        if file.metadata()?.ino() != self.ino {
+            return Err(io::Error::other(format!(
+                "{} was replaced while being read",
+                self.path.display()
+            )));
+        }
+        self.file = Some(file.clone());
+        Ok(file)
+    }
+
+    /// Lets go of the file and the buffer until the next read.
+    pub fn park(&mut self) {
+        self.file = None;
+        self.buf = Vec::new();
+        self.buf_at = self.offset;
+    }
+
+    /// Takes the file back after [`park`](Reader::park): `false` if the
+    /// segment was replaced meanwhile (rewritten), so that this reader's
+    /// offsets no longer apply.
+    pub fn unpark(&mut self) -> io::Result<bool> {
+        if self.file.is_some() {
+            return Ok(true);
+        }
+        let (file, _) = self.files.open(self.key, &self.path, false)?;
+        let meta = file.metadata()?;
+        if meta.ino() != self.ino {
+            return Ok(false);
+        }
+        self.file_len = meta.len();
+        self.file = Some(file);
+        Ok(true)
+    }
+
+    /// Whether nothing is left to read (as of the file's length when
+    /// opened or last refreshed).
+    pub fn at_end(&self) -> bool {
+        self.offset >= self.file_len
+    }
+
     /// Rereads the file's length (the segment being appended to grows).
     pub fn refresh_len(&mut self) -> io::Result<()> {
-        self.file_len = self.file.metadata()?.len();
+        self.file_len = self.file()?.metadata()?.len();
         Ok(())
     }
 
@@ -96,9 +181,9 @@ impl Reader {
             let want = n.max(CHUNK).min((self.file_len - self.buf_at) as usize);
             let have = self.buf.len();
             if want > have {
+                let file = self.file()?;
                 self.buf.resize(want, 0);
-                let got =
-                    read_at_most(&self.file, &mut self.buf[have..], self.buf_at + have as u64)?;
+                let got = read_at_most(&file, &mut self.buf[have..], self.buf_at + have as u64)?;
                 self.buf.truncate(have + got);
             }
         }
@@ -142,10 +227,11 @@ impl Reader {
     }
 
     fn rest_is_zero(&mut self) -> io::Result<bool> {
+        let file = self.file()?;
         let mut at = self.offset;
-        let mut chunk = vec![0u8; CHUNK];
+        let mut chunk = vec![0u8; CHUNK.min((self.file_len - at) as usize)];
         while at < self.file_len {
-            let n = read_at_most(&self.file, &mut chunk, at)?;
+            let n = read_at_most(&file, &mut chunk, at)?;
             if n == 0 {
                 break;
             }
@@ -225,7 +311,8 @@ mod tests {
     }
 
     fn read_all(dir: &Path, id: u64) -> (Vec<u64>, Vec<Damage>, u64) {
-        let mut r = Reader::open(dir, id, 0).unwrap();
+        let files = Files::new(4);
+        let mut r = Reader::open(&files, files.journal_id(), dir, id, 0).unwrap();
         let (mut seqs, mut damage) = (Vec::new(), Vec::new());
         loop {
             match r.next().unwrap() {
@@ -300,6 +387,8 @@ mod tests {
             write(dir.path(), id, &[]);
         }
         std::fs::write(dir.path().join("checkpoint.0"), b"x").unwrap();
-        assert_eq!(list(dir.path()).unwrap(), [1, 3, 0x10]);
+        let listing = list_dir(dir.path()).unwrap();
+        assert_eq!(listing.segments, [1, 3, 0x10]);
+        assert_eq!(listing.checkpoints, ["checkpoint.0"]);
     }
 }

@@ -47,8 +47,9 @@ impl LogState {
         s
     }
 
-    pub fn to_checkpoint(&self, generation: u64, replay_from: Position) -> Checkpoint {
+    pub fn to_checkpoint(&self, name: &str, generation: u64, replay_from: Position) -> Checkpoint {
         Checkpoint {
+            name: name.to_string(),
             generation,
             replay_from,
             next_seq: self.next_seq,
@@ -234,7 +235,7 @@ mod tests {
             (len(10), 0)
         );
         s.apply(&Record::Remove { seq: 1, size: 10 }, 2, 20);
-        assert!(s.live.is_empty());
+        assert_eq!(s.live.len(), 0);
         assert_eq!(s.segments[&1].live_bytes, 0);
     }
 }

@@ -11,6 +11,10 @@ fn config(segment_size: u64) -> JournalConfig {
     }
 }
 
+fn files() -> Arc<Files> {
+    Files::new(16)
+}
+
 fn add(seq: u64, len: usize) -> Record {
     Record::Add {
         seq,
@@ -57,7 +61,7 @@ fn maintain(j: &mut Journal) {
 #[tokio::test]
 async fn recovery_replays_after_the_checkpoint_and_rolls_back_open_items() {
     let dir = tempfile::tempdir().unwrap();
-    let mut j = Journal::create(dir.path(), config(1 << 20), 5).unwrap();
+    let mut j = Journal::create(dir.path(), config(1 << 20), "q", &files(), 5);
     append_all(&mut j, (1..=5).map(|s| add(s, 10))).await;
     append_all(
         &mut j,
@@ -81,7 +85,7 @@ async fn recovery_replays_after_the_checkpoint_and_rolls_back_open_items() {
     .await;
     drop(j);
 
-    let (mut j, r) = Journal::recover(dir.path(), config(1 << 20), "q").unwrap();
+    let (mut j, r) = Journal::recover(dir.path(), config(1 << 20), "q", &files()).unwrap();
     assert_eq!(
         r,
         Recovery {
@@ -100,7 +104,7 @@ async fn recovery_replays_after_the_checkpoint_and_rolls_back_open_items() {
 #[tokio::test]
 async fn a_torn_tail_is_cut_and_appends_continue_after_it() {
     let dir = tempfile::tempdir().unwrap();
-    let mut j = Journal::create(dir.path(), config(1 << 20), 0).unwrap();
+    let mut j = Journal::create(dir.path(), config(1 << 20), "q", &files(), 0);
     append_all(&mut j, (1..=3).map(|s| add(s, 100))).await;
     drop(j);
     let seg = segment::path(dir.path(), 1);
@@ -113,12 +117,12 @@ async fn a_torn_tail_is_cut_and_appends_continue_after_it() {
     bytes.extend_from_slice(b"\x13\x37garbage");
     fs::write(&seg, bytes).unwrap();
 
-    let (mut j, r) = Journal::recover(dir.path(), config(1 << 20), "q").unwrap();
+    let (mut j, r) = Journal::recover(dir.path(), config(1 << 20), "q", &files()).unwrap();
     assert_eq!((r.items, r.next_seq), (2, 3));
     assert_eq!(fs::metadata(&seg).unwrap().len(), full - (ADD_LEN + 100));
     append_all(&mut j, [add(3, 100)]).await;
     drop(j);
-    let (mut j, r) = Journal::recover(dir.path(), config(1 << 20), "q").unwrap();
+    let (mut j, r) = Journal::recover(dir.path(), config(1 << 20), "q", &files()).unwrap();
     assert_eq!(r.items, 3);
     let got = live_seqs(&mut j);
     assert_eq!(got, [1, 2, 3]);
@@ -129,7 +133,7 @@ const ADD_LEN: u64 = record::ADD_OVERHEAD as u64;
 /// Ten 50-byte items in one segment, then `damage` applied to the file's
 /// bytes, given the offset of the fifth record. Returns the segment's path.
 async fn ten_items_damaged(dir: &Path, damage: impl FnOnce(&mut [u8], usize)) -> PathBuf {
-    let mut j = Journal::create(dir, config(1 << 20), 0).unwrap();
+    let mut j = Journal::create(dir, config(1 << 20), "q", &files(), 0);
     append_all(&mut j, (1..=10).map(|s| add(s, 50))).await;
     drop(j);
     let seg = segment::path(dir, 1);
@@ -143,7 +147,7 @@ async fn ten_items_damaged(dir: &Path, damage: impl FnOnce(&mut [u8], usize)) ->
 async fn a_damaged_record_loses_only_itself() {
     let dir = tempfile::tempdir().unwrap();
     ten_items_damaged(dir.path(), |bytes, fifth| bytes[fifth + 40] ^= 0x01).await;
-    let (mut j, r) = Journal::recover(dir.path(), config(1 << 20), "q").unwrap();
+    let (mut j, r) = Journal::recover(dir.path(), config(1 << 20), "q", &files()).unwrap();
     assert_eq!(r.items, 9);
     let got = live_seqs(&mut j);
     assert_eq!(got, [1, 2, 3, 4, 6, 7, 8, 9, 10]);
@@ -155,13 +159,13 @@ async fn a_damaged_length_loses_only_its_record_and_appends_go_after_the_rest() 
     // The fifth record now claims to run far past the end of the file.
     let seg = ten_items_damaged(dir.path(), |bytes, fifth| bytes[fifth + 2] = 0x10).await;
     let size = fs::metadata(&seg).unwrap().len();
-    let (mut j, r) = Journal::recover(dir.path(), config(1 << 20), "q").unwrap();
+    let (mut j, r) = Journal::recover(dir.path(), config(1 << 20), "q", &files()).unwrap();
     assert_eq!(r.items, 9);
     assert_eq!(fs::metadata(&seg).unwrap().len(), size, "nothing cut");
     // New records go after everything the file holds, and survive a restart.
     append_all(&mut j, [add(11, 50)]).await;
     drop(j);
-    let (mut j, r) = Journal::recover(dir.path(), config(1 << 20), "q").unwrap();
+    let (mut j, r) = Journal::recover(dir.path(), config(1 << 20), "q", &files()).unwrap();
     assert_eq!(r.items, 10);
     assert_eq!(live_seqs(&mut j), [1, 2, 3, 4, 6, 7, 8, 9, 10, 11]);
 }
@@ -169,19 +173,19 @@ async fn a_damaged_length_loses_only_its_record_and_appends_go_after_the_rest() 
 #[tokio::test]
 async fn the_older_checkpoint_takes_over_from_a_damaged_newer_one() {
     let dir = tempfile::tempdir().unwrap();
-    let mut j = Journal::create(dir.path(), config(1 << 20), 0).unwrap();
+    let mut j = Journal::create(dir.path(), config(1 << 20), "q", &files(), 0);
     append_all(&mut j, (1..=4).map(|s| add(s, 10))).await;
     maintain(&mut j);
     append_all(&mut j, [Record::Remove { seq: 1, size: 10 }, add(5, 10)]).await;
     maintain(&mut j);
     drop(j);
-    let newest = checkpoint::load(dir.path())[0].generation;
+    let newest = checkpoint::load(dir.path(), &checkpoint::FILES.map(String::from))[0].generation;
     fs::write(
         dir.path().join(format!("checkpoint.{}", newest % 2)),
         b"damaged",
     )
     .unwrap();
-    let (mut j, r) = Journal::recover(dir.path(), config(1 << 20), "q").unwrap();
+    let (mut j, r) = Journal::recover(dir.path(), config(1 << 20), "q", &files()).unwrap();
     assert_eq!((r.items, r.next_seq), (4, 6));
     let got = live_seqs(&mut j);
     assert_eq!(got, [2, 3, 4, 5]);
@@ -192,12 +196,12 @@ async fn read_behind_follows_a_segment_that_grew_after_it_was_read() {
     // The reader reaches the end of the active segment; more items land in it
     // until it fills and the journal moves on. Reading on must find them.
     let dir = tempfile::tempdir().unwrap();
-    let mut j = Journal::create(dir.path(), config(1000), 0).unwrap();
+    let mut j = Journal::create(dir.path(), config(1000), "q", &files(), 0);
     append_all(&mut j, (1..=2).map(|s| add(s, 100))).await;
     let first = j.read_items(1, u64::MAX, 0).unwrap();
     assert_eq!(first.items.len(), 2);
     append_all(&mut j, (3..=30).map(|s| add(s, 100))).await;
-    assert!(segment::list(dir.path()).unwrap().len() > 2);
+    assert!(segment::list_dir(dir.path()).unwrap().segments.len() > 2);
     let rest = j.read_items(3, u64::MAX, 0).unwrap();
     assert_eq!(rest.lost, 0);
     let seqs: Vec<u64> = rest.items.iter().map(|i| i.seq).collect();
@@ -207,9 +211,9 @@ async fn read_behind_follows_a_segment_that_grew_after_it_was_read() {
 #[tokio::test]
 async fn read_behind_crosses_segments_and_respects_the_budget() {
     let dir = tempfile::tempdir().unwrap();
-    let mut j = Journal::create(dir.path(), config(1000), 0).unwrap();
+    let mut j = Journal::create(dir.path(), config(1000), "q", &files(), 0);
     append_all(&mut j, (1..=50).map(|s| add(s, 100))).await;
-    assert!(segment::list(dir.path()).unwrap().len() > 5);
+    assert!(segment::list_dir(dir.path()).unwrap().segments.len() > 5);
     let mut from = 1;
     let mut seen = Vec::new();
     loop {
@@ -231,7 +235,7 @@ async fn read_behind_crosses_segments_and_respects_the_budget() {
 #[tokio::test]
 async fn consumed_segments_are_deleted_and_sparse_ones_rewritten() {
     let dir = tempfile::tempdir().unwrap();
-    let mut j = Journal::create(dir.path(), config(4096), 0).unwrap();
+    let mut j = Journal::create(dir.path(), config(4096), "q", &files(), 0);
     // 200 items of 100 bytes: about 27 KB over seven segments.
     append_all(&mut j, (1..=200).map(|s| add(s, 100))).await;
     // Consume all but one item in ten, as with a few long-held open reads.
@@ -254,7 +258,7 @@ async fn consumed_segments_are_deleted_and_sparse_ones_rewritten() {
     let got = live_seqs(&mut j);
     assert_eq!(got, (1..=20).map(|k| k * 10).collect::<Vec<_>>());
     drop(j);
-    let (mut j, r) = Journal::recover(dir.path(), config(4096), "q").unwrap();
+    let (mut j, r) = Journal::recover(dir.path(), config(4096), "q", &files()).unwrap();
     assert_eq!(r.items, 20);
     let got = live_seqs(&mut j);
     assert_eq!(got.len(), 20);
@@ -278,13 +282,14 @@ async fn a_checkpoint_waits_for_the_log_it_describes() {
             sync: SyncMode::Every(Duration::from_secs(3600)),
             segment_size: 1 << 20,
         },
+        "q",
+        &files(),
         0,
-    )
-    .unwrap();
+    );
     // Appended, never awaited: the checkpoint must still find it on disk.
     let _ = j.append(add(1, 10));
     maintain(&mut j);
     drop(j);
-    let (_, r) = Journal::recover(dir.path(), config(1 << 20), "q").unwrap();
+    let (_, r) = Journal::recover(dir.path(), config(1 << 20), "q", &files()).unwrap();
     assert_eq!(r.items, 1);
 }

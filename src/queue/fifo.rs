@@ -649,6 +649,12 @@ impl Queue {
         (count, st.store.ack.take())
     }
 
+    /// Keeps, of `xids`, those still open.
+    pub fn retain_open(&self, xids: &mut VecDeque<u64>) {
+        let st = self.lock();
+        xids.retain(|xid| st.store.open.contains_key(xid));
+    }
+
     /// Aborts open items: they go back to the head, in put order. Returns how
     /// many were open.
     pub fn abort(&self, xids: &[u64]) -> (usize, Option<Ack>) {
@@ -759,7 +765,7 @@ impl Queue {
             && st.waiters.is_empty()
             && now_ms().saturating_sub(store.created_ms) >= max_age.as_millis() as i64;
         if idle {
-            self.delete_locked(&mut st);
+            let _ = self.delete_locked(&mut st);
         }
         idle
     }
@@ -781,30 +787,38 @@ impl Queue {
         self.lock().store.config.clone()
     }
 
-    /// Marks the queue deleted and removes its journal: its items are
+    /// Marks the queue deleted and stops its journal: its items are
     /// dropped, parked readers return with what they have, and later calls
-    /// through stale handles do nothing.
-    pub fn delete(&self) {
-        self.delete_locked(&mut self.lock());
+    /// through stale handles do nothing. Returns whether it had a journal
+    /// (whose directory is the caller's to remove).
+    pub fn delete(&self) -> bool {
+        let (had_journal, items) = self.delete_locked(&mut self.lock());
+        // Dropped after the lock is released: a deep queue's items take a
+        // while to free.
+        drop(items);
+        had_journal
     }
 
-    fn delete_locked(&self, st: &mut State) {
+    /// Marks the queue deleted; returns whether it had a journal, and its
+    /// items for the caller to drop outside the lock.
+    fn delete_locked(&self, st: &mut State) -> (bool, VecDeque<Item>) {
         st.deleted = true;
         let store = &mut st.store;
-        store.ready.clear();
+        let items = std::mem::take(&mut store.ready);
         store.mem_bytes = 0;
         store.disk = DiskTail::default();
         store.open.clear();
-        if let Some(journal) = store.journal.take()
-            && let Err(e) = journal.destroy()
-        {
-            tracing::error!(queue = %self.name, error = %e, "cannot remove the journal of a deleted queue");
+        let journal = store.journal.take();
+        let had_journal = journal.is_some();
+        if let Some(journal) = journal {
+            journal.destroy();
         }
         let waiters = std::mem::take(&mut st.waiters);
         for (id, waiter) in waiters {
             waiter.wake.notify_one();
             st.handed.insert(id, waiter.got);
         }
+        (had_journal, items)
     }
 
     pub fn set_config(&self, config: Arc<QueueConfig>) {

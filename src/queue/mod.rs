@@ -3,12 +3,13 @@
 //! the service layer drives it.
 
 mod collection;
+pub mod dirs;
 mod fifo;
 mod item;
 pub mod name;
 mod reaper;
 
-pub use collection::{Delivery, Lifecycle, Placed, QueueCollection, QueueError};
+pub use collection::{Capacity, Delivery, Lifecycle, Placed, QueueCollection, QueueError};
 pub use fifo::{
     PutOutcome, Queue, QueueCounters, QueueSnapshot, ReadKind, Refusal, Taken, XidSource,
 };

@@ -1,5 +1,5 @@
 use super::*;
-use crate::journal::{JournalConfig, SyncMode};
+use crate::journal::{Files, JournalConfig, SyncMode};
 use std::time::Duration;
 
 fn queue() -> Arc<Queue> {
@@ -248,19 +248,14 @@ fn journaled(dir: &std::path::Path, max_memory_size: u64) -> (QueueConfig, Journ
 
 fn open_journaled(dir: &std::path::Path, max_memory_size: u64) -> Arc<Queue> {
     let (config, jc) = journaled(dir, max_memory_size);
-    let (journal, recovery) =
-        if dir.join("checkpoint.0").exists() || dir.join("checkpoint.1").exists() {
-            let (j, r) = Journal::recover(dir, jc, "q").unwrap();
-            (j, Some(r))
-        } else {
-            (Journal::create(dir, jc, now_ms()).unwrap(), None)
-        };
+    // An empty directory recovers as an empty queue.
+    let (journal, recovery) = Journal::recover(dir, jc, "q", &Files::new(16)).unwrap();
     Arc::new(Queue::new(
         "q".into(),
         Arc::new(config),
         Arc::new(XidSource::new()),
         Some(journal),
-        recovery,
+        Some(recovery),
     ))
 }
 
