@@ -9,6 +9,7 @@ pub mod config;
 pub mod data_dir;
 pub mod journal;
 pub mod logging;
+pub mod memory;
 pub mod protocol;
 pub mod queue;
 pub mod server;

@@ -87,6 +87,7 @@ async fn termination() {
 }
 
 fn main() -> ExitCode {
+    kestrel::memory::configure();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

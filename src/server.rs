@@ -209,10 +209,7 @@ const MAINTENANCE_TICK: Duration = Duration::from_millis(200);
 /// the async runtime's blocking pool cost a futex storm for nothing.
 fn journal_sync(queues: Arc<QueueCollection>, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Acquire) {
-        let mut dirty = false;
-        for io in queues.all().iter().filter_map(|q| q.journal_io()) {
-            dirty |= io.tick();
-        }
+        let dirty = queues.sync_journals();
         std::thread::sleep(if dirty { SYNC_TICK } else { IDLE_SYNC_TICK });
     }
 }
@@ -235,7 +232,8 @@ async fn journal_maintenance(queues: Arc<QueueCollection>, shutdown: Cancellatio
     let mut tick = tokio::time::interval(MAINTENANCE_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let wanted = queues.maintenance_wanted();
-    let mut trimmer = MemoryTrimmer::default();
+    let mut trimmer = crate::memory::Trimmer::default();
+    let mut restless = Vec::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -244,50 +242,14 @@ async fn journal_maintenance(queues: Arc<QueueCollection>, shutdown: Cancellatio
         }
         let queues = queues.clone();
         let done = tokio::task::spawn_blocking(move || {
-            for q in queues.all() {
-                if let Err(e) = q.maintain_journal(false) {
-                    tracing::warn!(queue = %q.name(), error = %e, "journal maintenance failed");
-                }
-            }
-            trimmer.check(queues.memory_bytes());
-            trimmer
+            queues.maintain_journals(&mut restless);
+            trimmer.check();
+            (restless, trimmer)
         })
         .await;
-        trimmer = done.unwrap_or_default();
+        (restless, trimmer) = done.unwrap_or_default();
     }
 }
-
-/// Hands freed heap memory back to the OS after the items held in memory
-/// shrank to under half their peak. glibc keeps freed memory for reuse, so a
-/// server that once held a deep queue in memory would otherwise stay that big.
-#[derive(Default)]
-struct MemoryTrimmer {
-    peak: u64,
-}
-
-impl MemoryTrimmer {
-    /// Freeing less than this is not worth a pass over the heap.
-    const MIN_FREED: u64 = 16 * 1024 * 1024;
-
-    fn check(&mut self, held: u64) {
-        self.peak = self.peak.max(held);
-        if self.peak - held >= Self::MIN_FREED && held * 2 < self.peak {
-            trim_heap();
-            self.peak = held;
-        }
-    }
-}
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn trim_heap() {
-    // SAFETY: malloc_trim only returns free heap pages to the OS.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn trim_heap() {}
 
 /// A connection task, boxed so the three protocols share one accept loop.
 type ConnectionTask = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;

@@ -13,13 +13,14 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::sync::watch;
 
-use super::files::{Files, Key};
+use super::activity::Journals;
+use super::files::Key;
 use super::record::Record;
 use super::segment;
 
@@ -109,9 +110,13 @@ struct Writer {
 /// the tasks waiting for acknowledgements, and the background syncer.
 pub struct JournalIo {
     dir: PathBuf,
-    /// Where the segment files are held open, and this journal's id there.
-    files: Arc<Files>,
+    /// Where the segment files are held open (this journal's id there), and
+    /// the syncer's list.
+    journals: Arc<Journals>,
     id: u64,
+    me: Weak<JournalIo>,
+    /// On the syncer's list (so listed once).
+    listed: AtomicBool,
     sync: SyncMode,
     pending: Mutex<Pending>,
     writer: Mutex<Writer>,
@@ -125,11 +130,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl JournalIo {
-    pub fn new(dir: PathBuf, sync: SyncMode, files: Arc<Files>, id: u64) -> Arc<JournalIo> {
-        Arc::new(JournalIo {
+    pub fn new(dir: PathBuf, sync: SyncMode, journals: Arc<Journals>, id: u64) -> Arc<JournalIo> {
+        Arc::new_cyclic(|me| JournalIo {
             dir,
-            files,
+            journals,
             id,
+            me: me.clone(),
+            listed: AtomicBool::new(false),
             sync,
             pending: Mutex::new(Pending::default()),
             writer: Mutex::new(Writer::default()),
@@ -159,7 +166,20 @@ impl JournalIo {
         let len = record.encode(&mut chunk.bytes) as u64;
         chunk.end += len;
         p.appended += len;
-        (len, p.appended)
+        let end = p.appended;
+        drop(p);
+        self.list();
+        (len, end)
+    }
+
+    /// Puts the journal on the syncer's list, unless it is there already.
+    fn list(&self) {
+        if !self.listed.load(Ordering::Acquire)
+            && !self.listed.swap(true, Ordering::AcqRel)
+            && let Some(me) = self.me.upgrade()
+        {
+            self.journals.list_unsynced(me);
+        }
     }
 
     /// How many writes have failed since the journal was opened.
@@ -183,7 +203,7 @@ impl JournalIo {
         let mut w = lock(&self.writer);
         w.current = None;
         w.unsynced.clear();
-        self.files.forget_journal(self.id);
+        self.journals.files().forget_journal(self.id);
         w.progress.written = w.progress.written.max(appended);
         w.progress.synced = w.progress.synced.max(appended);
         self.publish(w);
@@ -199,7 +219,7 @@ impl JournalIo {
     /// The file of `segment`, which becomes the one appended to.
     fn file(&self, w: &mut Writer, segment: u64) -> io::Result<Arc<File>> {
         let path = segment::path(&self.dir, segment);
-        let (file, created) = self.files.open(self.key(segment), &path, true)?;
+        let (file, created) = self.journals.files().open(self.key(segment), &path, true)?;
         if created && self.sync == SyncMode::Always {
             File::open(&self.dir)?.sync_all()?;
         }
@@ -270,12 +290,14 @@ impl JournalIo {
         let current = w.current.as_ref().map(|c| c.segment);
         for segment in std::mem::take(&mut w.unsynced).into_iter().chain(current) {
             let path = segment::path(&self.dir, segment);
-            result = result.and(match self.files.open(self.key(segment), &path, false) {
-                Ok((file, _)) => file.sync_data(),
-                // Nothing was ever written to it.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(e),
-            });
+            result = result.and(
+                match self.journals.files().open(self.key(segment), &path, false) {
+                    Ok((file, _)) => file.sync_data(),
+                    // Nothing was ever written to it.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(e),
+                },
+            );
         }
         match result {
             Ok(()) => w.progress.synced = target,
@@ -367,10 +389,22 @@ impl JournalIo {
         self.publish(w);
     }
 
+    /// The syncer's visit to a listed journal: takes it off the list first,
+    /// so that a record appended meanwhile lists it again, and puts it back
+    /// if something is left to fsync. Returns whether it was put back.
+    pub(super) fn tick_listed(&self) -> bool {
+        self.listed.store(false, Ordering::Release);
+        let dirty = self.tick();
+        if dirty {
+            self.list();
+        }
+        dirty
+    }
+
     /// Background duty: write what nobody waited for, and fsync when the
     /// interval has passed. Never blocks on a busy writer. Returns whether
     /// anything is left to fsync later.
-    pub fn tick(&self) -> bool {
+    fn tick(&self) -> bool {
         let Ok(mut w) = self.writer.try_lock() else {
             return true;
         };
@@ -419,7 +453,12 @@ mod tests {
     #[tokio::test]
     async fn waiting_writes_and_everyone_pending_is_written_together() {
         let dir = tempfile::tempdir().unwrap();
-        let io = JournalIo::new(dir.path().to_path_buf(), SyncMode::Always, Files::new(4), 1);
+        let io = JournalIo::new(
+            dir.path().to_path_buf(),
+            SyncMode::Always,
+            Journals::new(4),
+            1,
+        );
         let (_, a) = io.push(1, &add(1));
         let (_, b) = io.push(1, &add(2));
         let (_, c) = io.push(2, &add(3));
@@ -441,7 +480,7 @@ mod tests {
         let io = JournalIo::new(
             dir.path().join("missing"),
             SyncMode::Never,
-            Files::new(4),
+            Journals::new(4),
             1,
         );
         let (_, lsn) = io.push(1, &add(1));
@@ -455,7 +494,7 @@ mod tests {
         let io = JournalIo::new(
             dir.path().join("missing"),
             SyncMode::Never,
-            Files::new(4),
+            Journals::new(4),
             1,
         );
         let (_, first) = io.push(1, &add(1));
@@ -470,7 +509,12 @@ mod tests {
     #[tokio::test]
     async fn closing_releases_waiters_of_records_never_written() {
         let dir = tempfile::tempdir().unwrap();
-        let io = JournalIo::new(dir.path().to_path_buf(), SyncMode::Never, Files::new(4), 1);
+        let io = JournalIo::new(
+            dir.path().to_path_buf(),
+            SyncMode::Never,
+            Journals::new(4),
+            1,
+        );
         let (_, lsn) = io.push(1, &add(1));
         io.close();
         let waited = tokio::time::timeout(Duration::from_secs(10), io.wait(lsn)).await;

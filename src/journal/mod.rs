@@ -20,6 +20,7 @@
 //! The journal knows records, not queue policy: the queue engine decides what
 //! happens and tells the journal, under the queue's lock.
 
+mod activity;
 mod checkpoint;
 mod files;
 mod io;
@@ -35,11 +36,12 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-pub use files::Files;
+pub use activity::Journals;
 pub use io::{JournalIo, SyncMode, WriteError};
 pub use record::Record;
 
 use checkpoint::{Checkpoint, Position};
+use files::Files;
 use segment::{Next, Reader};
 use state::LogState;
 
@@ -158,8 +160,8 @@ pub struct Journal {
     dir: PathBuf,
     /// The queue's name, kept in every checkpoint.
     name: Arc<str>,
-    files: Arc<Files>,
-    /// This journal's id among `files`.
+    journals: Arc<Journals>,
+    /// This journal's id among the open files.
     id: u64,
     config: JournalConfig,
     state: LogState,
@@ -174,8 +176,8 @@ pub struct Journal {
     cursor: Option<Cursor>,
     /// Number of write failures seen, to move to a fresh segment after one.
     failures_seen: u64,
-    /// Wakes the maintenance task; taken once per checkpoint.
-    waker: Option<Arc<tokio::sync::Notify>>,
+    /// On the maintenance task's list (so listed once).
+    restless: bool,
     /// Segments replayed at recovery and not yet fsynced: the first
     /// checkpoint relies on them, so it fsyncs them first.
     replayed: Vec<u64>,
@@ -307,14 +309,14 @@ impl Journal {
         dir: &Path,
         config: JournalConfig,
         name: &str,
-        files: &Arc<Files>,
+        journals: &Arc<Journals>,
         created_ms: i64,
     ) -> Journal {
         Journal::new(
             dir,
             config,
             name,
-            files,
+            journals,
             LogState::new(created_ms),
             1,
             Vec::new(),
@@ -325,35 +327,29 @@ impl Journal {
         dir: &Path,
         config: JournalConfig,
         name: &str,
-        files: &Arc<Files>,
+        journals: &Arc<Journals>,
         state: LogState,
         active: u64,
         marks: Vec<Mark>,
     ) -> Journal {
-        let id = files.journal_id();
+        let id = journals.files().journal_id();
         Journal {
             dir: dir.to_path_buf(),
             name: Arc::from(name),
-            files: files.clone(),
+            journals: journals.clone(),
             id,
             config,
             state,
-            io: JournalIo::new(dir.to_path_buf(), config.sync, files.clone(), id),
+            io: JournalIo::new(dir.to_path_buf(), config.sync, journals.clone(), id),
             active,
             marks,
             since_checkpoint: 0,
             last_checkpoint: Instant::now(),
             cursor: None,
             failures_seen: 0,
-            waker: None,
+            restless: false,
             replayed: Vec::new(),
         }
-    }
-
-    /// Gives the journal a way to ask for maintenance as soon as a checkpoint
-    /// is due by size, rather than at the next periodic pass.
-    pub fn set_waker(&mut self, waker: Arc<tokio::sync::Notify>) {
-        self.waker = Some(waker);
     }
 
     /// Opens the journal of queue `name` in `dir`: loads the newest valid
@@ -364,7 +360,7 @@ impl Journal {
         dir: &Path,
         config: JournalConfig,
         name: &str,
-        files: &Arc<Files>,
+        journals: &Arc<Journals>,
     ) -> std::io::Result<(Journal, Recovery)> {
         let listing = segment::list_dir(dir)?;
         let checkpoints = checkpoint::load(dir, &listing.checkpoints);
@@ -406,6 +402,7 @@ impl Journal {
         let mut replayed = 0u64;
         let mut next_report = PROGRESS_EVERY;
         let mut total = None;
+        let files = journals.files();
         let journal = files.journal_id();
         let mut touched = Vec::new();
         for &id in on_disk.iter().filter(|&&id| id >= replay_from.segment) {
@@ -488,13 +485,15 @@ impl Journal {
             created_ms: state.created_ms,
             rolled_back,
         };
-        let mut journal = Journal::new(dir, config, name, files, state, active, marks);
+        let mut journal = Journal::new(dir, config, name, journals, state, active, marks);
         // Replayed records (and rolled-back reads) are not in a checkpoint
         // yet: the next maintenance pass writes one, after fsyncing them.
         if replayed > 0 || rolled_back > 0 {
             journal.since_checkpoint = replayed.max(1);
         }
         journal.replayed = touched;
+        // The first maintenance pass sees whether there is anything to do.
+        journal.list();
         Ok((journal, recovery))
     }
 
@@ -514,10 +513,9 @@ impl Journal {
         let (len, lsn) = self.io.push(self.active, &record);
         self.state.apply(&record, self.active, len);
         self.since_checkpoint += len;
-        if self.since_checkpoint >= CHECKPOINT_SEGMENTS * self.config.segment_size
-            && let Some(waker) = &self.waker
-        {
-            waker.notify_one();
+        self.list();
+        if self.since_checkpoint >= CHECKPOINT_SEGMENTS * self.config.segment_size {
+            self.journals.want_maintenance_now();
         }
         Ack {
             io: self.io.clone(),
@@ -525,14 +523,28 @@ impl Journal {
         }
     }
 
+    /// Puts the queue on the maintenance task's list, unless it is there.
+    fn list(&mut self) {
+        if !self.restless {
+            self.restless = true;
+            self.journals.list_restless(self.name.clone());
+        }
+    }
+
+    /// Whether the journal still wants maintenance: a checkpoint to write or
+    /// to catch up, or a segment to reclaim. When not, it leaves the
+    /// maintenance task's list until its next append.
+    pub fn settle(&mut self) -> bool {
+        self.restless = self.since_checkpoint > 0
+            || self.lagging()
+            || !self.replayed.is_empty()
+            || self.reclaim_job().is_some();
+        self.restless
+    }
+
     /// Forgets items in `[from, to)` whose ADD never reached the disk.
     pub fn forget(&mut self, from: u64, to: u64) {
         self.state.lose(from, to);
-    }
-
-    /// Shared I/O handle (for the background syncer).
-    pub fn io(&self) -> Arc<JournalIo> {
-        self.io.clone()
     }
 
     /// Bytes on disk (segments and checkpoints).
@@ -685,24 +697,38 @@ impl Journal {
             // Its records may still be pending.
             self.io.write_now();
         }
-        match Reader::open(&self.files, self.id, &self.dir, id, 0) {
+        match Reader::open(self.journals.files(), self.id, &self.dir, id, 0) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && id >= self.active => {
                 // Nothing was ever written to it: an empty reader.
                 fs::File::create(segment::path(&self.dir, id))?;
-                Reader::open(&self.files, self.id, &self.dir, id, 0)
+                Reader::open(self.journals.files(), self.id, &self.dir, id, 0)
             }
             other => other,
         }
     }
 
-    /// A checkpoint to write, if one is due (or `force`d).
-    pub fn checkpoint_job(&mut self, force: bool) -> Option<CheckpointJob> {
-        let lagging =
-            self.marks.len() == 2 && self.marks[0].replay_from != self.marks[1].replay_from;
+    /// Whether another checkpoint would let segments go: reclamation waits
+    /// until both checkpoints have moved past a segment, so recovery from
+    /// either stays correct.
+    fn lagging(&self) -> bool {
+        match self.marks.as_slice() {
+            [newer, older] => newer.replay_from != older.replay_from,
+            [only] => {
+                let floor = only.replay_from.segment;
+                self.state.segments.range(..floor).next().is_some()
+            }
+            _ => false,
+        }
+    }
+
+    /// A checkpoint to write, if one is due, or, `now`, if anything happened
+    /// since the last (a clean stop checkpoints every journal that changed,
+    /// and leaves the others untouched).
+    pub fn checkpoint_job(&mut self, now: bool) -> Option<CheckpointJob> {
+        let changed = self.since_checkpoint > 0 || self.lagging() || !self.replayed.is_empty();
         let due = self.since_checkpoint >= CHECKPOINT_SEGMENTS * self.config.segment_size
-            || ((self.since_checkpoint > 0 || lagging)
-                && self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL);
-        if !(due || force) {
+            || (changed && (now || self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL));
+        if !due {
             return None;
         }
         let generation = self.marks.first().map_or(0, |m| m.generation) + 1;
@@ -742,13 +768,6 @@ impl Journal {
         self.replayed.retain(|id| !job.replayed.contains(id));
     }
 
-    fn checkpoint_now(&mut self) -> std::io::Result<()> {
-        let job = self.checkpoint_job(true).expect("forced");
-        job.run()?;
-        self.checkpoint_done(&job);
-        Ok(())
-    }
-
     /// The next segment worth reclaiming, if any. Only segments that both
     /// checkpoints have moved past qualify, so recovery from either stays
     /// correct.
@@ -775,7 +794,7 @@ impl Journal {
             };
             return Some(ReclaimJob {
                 dir: self.dir.clone(),
-                files: self.files.clone(),
+                files: self.journals.files().clone(),
                 journal: self.id,
                 id,
                 work,
@@ -799,11 +818,6 @@ impl Journal {
             self.cursor = None;
         }
         self.state.segment_rewritten(done.id, done.kept);
-    }
-
-    /// Writes and fsyncs everything, and checkpoints (clean shutdown).
-    pub fn close(&mut self) -> std::io::Result<()> {
-        self.checkpoint_now()
     }
 
     /// Stops the journal's I/O for good (its queue was deleted) and closes

@@ -11,8 +11,8 @@ fn config(segment_size: u64) -> JournalConfig {
     }
 }
 
-fn files() -> Arc<Files> {
-    Files::new(16)
+fn files() -> Arc<Journals> {
+    Journals::new(16)
 }
 
 fn add(seq: u64, len: usize) -> Record {
@@ -49,9 +49,10 @@ fn live_seqs(j: &mut Journal) -> Vec<u64> {
 
 /// Runs maintenance until nothing is left to reclaim, checkpointing first.
 fn maintain(j: &mut Journal) {
-    let job = j.checkpoint_job(true).unwrap();
-    job.run().unwrap();
-    j.checkpoint_done(&job);
+    if let Some(job) = j.checkpoint_job(true) {
+        job.run().unwrap();
+        j.checkpoint_done(&job);
+    }
     while let Some(job) = j.reclaim_job() {
         let done = job.run().unwrap();
         j.reclaim_done(done);

@@ -17,7 +17,7 @@ use super::fifo::{PutOutcome, Queue, XidSource};
 use super::item::now_ms;
 use super::name::{self, NameError};
 use crate::config::{QueueConfig, QueuesConfig};
-use crate::journal::{Ack, Files, Journal, Recovery, SyncMode};
+use crate::journal::{Ack, Journal, Journals, Recovery, SyncMode};
 
 /// Queue lifecycle counters since start.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -83,7 +83,7 @@ pub struct Capacity {
 pub struct QueueCollection {
     /// `<data_dir>/queues`, where journals live.
     dirs: QueueDirs,
-    files: Arc<Files>,
+    journals: Arc<Journals>,
     max_queues: usize,
     /// By name; a fanout parent's children are the range `"p+".."p,"`.
     queues: RwLock<BTreeMap<Arc<str>, Arc<Queue>>>,
@@ -96,8 +96,6 @@ pub struct QueueCollection {
     deletes: AtomicU64,
     expires: AtomicU64,
     rejected_creates: AtomicU64,
-    /// Journals ring this when they want maintenance now.
-    maintenance: Arc<tokio::sync::Notify>,
 }
 
 fn lock_err<T>(r: Result<T, std::sync::PoisonError<T>>) -> T {
@@ -112,7 +110,7 @@ impl QueueCollection {
         let (dirs, found) = QueueDirs::open(data_dir.join("queues"))?;
         let collection = QueueCollection {
             dirs,
-            files: Files::new(capacity.max_open_files),
+            journals: Journals::new(capacity.max_open_files),
             max_queues: capacity.max_queues,
             queues: RwLock::new(BTreeMap::new()),
             broken: RwLock::new(HashMap::new()),
@@ -122,7 +120,6 @@ impl QueueCollection {
             deletes: AtomicU64::new(0),
             expires: AtomicU64::new(0),
             rejected_creates: AtomicU64::new(0),
-            maintenance: Arc::new(tokio::sync::Notify::new()),
         };
         collection.recover_all(found);
         Ok(collection)
@@ -157,7 +154,7 @@ impl QueueCollection {
                                 return done;
                             };
                             let config = self.queue_config(name).journal().expect("journaled");
-                            done.push((i, Journal::recover(path, config, name, &self.files)));
+                            done.push((i, Journal::recover(path, config, name, &self.journals)));
                         }
                     })
                 })
@@ -173,8 +170,7 @@ impl QueueCollection {
             let (name, path) = &journaled[i];
             let name: Arc<str> = Arc::from(name.as_str());
             match result {
-                Ok((mut journal, recovery)) => {
-                    journal.set_waker(self.maintenance.clone());
+                Ok((journal, recovery)) => {
                     if recovery.rolled_back > 0 {
                         tracing::info!(queue = %name, items = recovery.rolled_back, "open transactions rolled back");
                     }
@@ -200,7 +196,30 @@ impl QueueCollection {
 
     /// Rung when a journal wants maintenance before the next periodic pass.
     pub fn maintenance_wanted(&self) -> Arc<tokio::sync::Notify> {
-        self.maintenance.clone()
+        self.journals.maintenance_wanted()
+    }
+
+    /// One pass of the background syncer (see [`Journals::sync_pass`]).
+    pub fn sync_journals(&self) -> bool {
+        self.journals.sync_pass()
+    }
+
+    /// One maintenance pass over the queues whose journals asked for it
+    /// (blocking). `restless` carries the queues still wanting it from one
+    /// pass to the next; a queue leaves it once its journal is at rest.
+    pub fn maintain_journals(&self, restless: &mut Vec<Arc<str>>) {
+        restless.extend(self.journals.take_restless());
+        restless.sort_unstable();
+        restless.dedup();
+        restless.retain(|name| {
+            let Some(q) = self.get(name) else {
+                return false;
+            };
+            q.maintain_journal(false).unwrap_or_else(|e| {
+                crate::throttled!(warn, queue = %name, error = %e, "journal maintenance failed; retrying");
+                true
+            })
+        });
     }
 
     /// The resolved settings of `queue`.
@@ -269,10 +288,13 @@ impl QueueCollection {
                             reason: format!("cannot create its journal: {e}"),
                         }
                     })?;
-                let mut journal =
-                    Journal::create(&dir, journal_config, queue, &self.files, now_ms());
-                journal.set_waker(self.maintenance.clone());
-                Some(journal)
+                Some(Journal::create(
+                    &dir,
+                    journal_config,
+                    queue,
+                    &self.journals,
+                    now_ms(),
+                ))
             }
             None => None,
         };
@@ -491,11 +513,6 @@ impl QueueCollection {
         }
     }
 
-    /// Memory every queue's items take.
-    pub fn memory_bytes(&self) -> u64 {
-        self.all().iter().map(|q| q.memory_bytes()).sum()
-    }
-
     /// Every queue, sorted by name.
     pub fn all(&self) -> Vec<Arc<Queue>> {
         lock_err(self.queues.read()).values().cloned().collect()
@@ -507,7 +524,7 @@ impl QueueCollection {
             deletes: self.deletes.load(Ordering::Relaxed),
             expires: self.expires.load(Ordering::Relaxed),
             rejected_creates: self.rejected_creates.load(Ordering::Relaxed),
-            open_files: self.files.open_count() as u64,
+            open_files: self.journals.files().open_count() as u64,
         }
     }
 }

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use super::item::{Item, now_ms};
 use crate::config::QueueConfig;
-use crate::journal::{Ack, Journal, JournalIo, Record, Recovery};
+use crate::journal::{Ack, Journal, Record, Recovery};
 
 /// Most item bytes read back from the journal at a time.
 const REFILL_CHUNK: u64 = 1024 * 1024;
@@ -770,18 +770,6 @@ impl Queue {
         idle
     }
 
-    /// Memory the queue's items take (ready and open, with their overhead).
-    pub fn memory_bytes(&self) -> u64 {
-        let st = self.lock();
-        let open: u64 = st
-            .store
-            .open
-            .values()
-            .map(|i| i.size() + ITEM_OVERHEAD)
-            .sum();
-        st.store.footprint() + open
-    }
-
     /// The settings in force.
     pub fn config(&self) -> Arc<QueueConfig> {
         self.lock().store.config.clone()
@@ -850,17 +838,14 @@ impl Queue {
         }
     }
 
-    /// The journal's I/O handle, for the background syncer.
-    pub fn journal_io(&self) -> Option<Arc<JournalIo>> {
-        self.lock().store.journal.as_ref().map(Journal::io)
-    }
-
-    /// Checkpoints the journal if due (or `force`d) and reclaims segments
-    /// that no longer hold live data. Blocking: run it off the async runtime.
-    pub fn maintain_journal(&self, force: bool) -> std::io::Result<()> {
+    /// Checkpoints the journal if due (or, `now`, if it changed) and
+    /// reclaims segments that no longer hold live data. Returns whether the
+    /// journal still wants maintenance later. Blocking: run it off the async
+    /// runtime.
+    pub fn maintain_journal(&self, now: bool) -> std::io::Result<bool> {
         let job = match &mut self.lock().store.journal {
-            Some(journal) => journal.checkpoint_job(force),
-            None => return Ok(()),
+            Some(journal) => journal.checkpoint_job(now),
+            None => return Ok(false),
         };
         if let Some(job) = job {
             job.run()?;
@@ -869,15 +854,17 @@ impl Queue {
             }
         }
         loop {
-            let job = match &self.lock().store.journal {
-                Some(journal) => journal.reclaim_job(),
-                None => None,
+            let job = match &mut self.lock().store.journal {
+                Some(journal) => match journal.reclaim_job() {
+                    Some(job) => job,
+                    None => return Ok(journal.settle()),
+                },
+                None => return Ok(false),
             };
-            let Some(job) = job else { return Ok(()) };
             let done = job.run()?;
             match &mut self.lock().store.journal {
                 Some(journal) => journal.reclaim_done(done),
-                None => return Ok(()),
+                None => return Ok(false),
             }
         }
     }

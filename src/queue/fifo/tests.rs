@@ -1,5 +1,5 @@
 use super::*;
-use crate::journal::{Files, JournalConfig, SyncMode};
+use crate::journal::{JournalConfig, Journals, SyncMode};
 use std::time::Duration;
 
 fn queue() -> Arc<Queue> {
@@ -249,7 +249,7 @@ fn journaled(dir: &std::path::Path, max_memory_size: u64) -> (QueueConfig, Journ
 fn open_journaled(dir: &std::path::Path, max_memory_size: u64) -> Arc<Queue> {
     let (config, jc) = journaled(dir, max_memory_size);
     // An empty directory recovers as an empty queue.
-    let (journal, recovery) = Journal::recover(dir, jc, "q", &Files::new(16)).unwrap();
+    let (journal, recovery) = Journal::recover(dir, jc, "q", &Journals::new(16)).unwrap();
     Arc::new(Queue::new(
         "q".into(),
         Arc::new(config),

@@ -1,0 +1,79 @@
+//! What every journal of a server shares: the open-file cache, and the lists
+//! of journals that have background work waiting.
+//!
+//! A journal lists itself when it gets work (records appended that nobody has
+//! written or fsynced yet; a checkpoint or a segment reclamation to come) and
+//! leaves the list once done, so a background pass costs what is active, not
+//! what exists: 100,000 idle queues cost the syncer and the maintenance task
+//! nothing.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::files::Files;
+use super::io::JournalIo;
+
+/// The journals of one server.
+pub struct Journals {
+    files: Arc<Files>,
+    /// Journals with records to write or fsync, each listed once.
+    unsynced: Mutex<Vec<Arc<JournalIo>>>,
+    /// Queues whose journal wants maintenance, each listed once.
+    restless: Mutex<Vec<Arc<str>>>,
+    /// Rung when a checkpoint is due by size: sooner than the next pass.
+    wanted: Arc<tokio::sync::Notify>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Journals {
+    /// Journals holding at most `max_open_files` segment files open.
+    pub fn new(max_open_files: usize) -> Arc<Journals> {
+        Arc::new(Journals {
+            files: Files::new(max_open_files),
+            unsynced: Mutex::new(Vec::new()),
+            restless: Mutex::new(Vec::new()),
+            wanted: Arc::new(tokio::sync::Notify::new()),
+        })
+    }
+
+    pub fn files(&self) -> &Arc<Files> {
+        &self.files
+    }
+
+    /// Rung when a journal wants maintenance before the next periodic pass.
+    pub fn maintenance_wanted(&self) -> Arc<tokio::sync::Notify> {
+        self.wanted.clone()
+    }
+
+    pub(super) fn want_maintenance_now(&self) {
+        self.wanted.notify_one();
+    }
+
+    pub(super) fn list_unsynced(&self, io: Arc<JournalIo>) {
+        lock(&self.unsynced).push(io);
+    }
+
+    pub(super) fn list_restless(&self, queue: Arc<str>) {
+        lock(&self.restless).push(queue);
+    }
+
+    /// One pass of the background syncer: writes what nobody waited for and
+    /// fsyncs what is due, for every journal listed. Returns whether some
+    /// journal still has something to fsync later.
+    pub fn sync_pass(&self) -> bool {
+        let listed = std::mem::take(&mut *lock(&self.unsynced));
+        let mut dirty = false;
+        for io in listed {
+            dirty |= io.tick_listed();
+        }
+        dirty
+    }
+
+    /// Takes the queues that asked for maintenance since the last call. The
+    /// caller keeps each until its journal is at rest.
+    pub fn take_restless(&self) -> Vec<Arc<str>> {
+        std::mem::take(&mut *lock(&self.restless))
+    }
+}
