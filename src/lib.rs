@@ -10,6 +10,7 @@ pub mod data_dir;
 pub mod journal;
 pub mod logging;
 pub mod memory;
+pub mod offload;
 pub mod protocol;
 pub mod queue;
 pub mod server;

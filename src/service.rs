@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
 use crate::journal::Ack;
+use crate::offload;
 use crate::queue::{
     AutoAbort, Capacity, NameError, Queue, QueueCollection, QueueError, QueueSnapshot, ReadKind,
     now_ms,
@@ -544,9 +545,33 @@ impl QueueService for Kestrel {
     ) -> Result<usize, ServiceError> {
         self.check(Op::Write, "put")?;
         stats::add(&self.stats.cmd_set, items.len() as u64);
-        let delivery = self.queues.put(queue, &items, expiry.deadline_ms())?;
+        let deadline = expiry.deadline_ms();
+        // A big batch goes in by chunks, as long work, so that the queue's
+        // lock is never held long and other connections are served
+        // meanwhile; the acknowledgements are awaited at the end, so one
+        // journal write and fsync still cover the whole batch.
+        let long = items.len() > offload::LONG_ITEMS;
+        let mut accepted = 0;
+        let mut placed = Vec::new();
+        for (i, chunk) in items.chunks(offload::LONG_ITEMS).enumerate() {
+            if i > 0 {
+                tokio::task::yield_now().await;
+            }
+            let put = offload::long_if(long, || self.queues.put(queue, chunk, deadline));
+            let delivery = match put {
+                Ok(delivery) => delivery,
+                Err(e) if i == 0 => return Err(e.into()),
+                // The queue went away mid-batch: the client hears what went in.
+                Err(_) => break,
+            };
+            accepted += delivery.accepted;
+            placed.extend(delivery.placed);
+            if delivery.accepted < chunk.len() {
+                break;
+            }
+        }
         let mut failure = None;
-        for placed in delivery.placed {
+        for placed in placed {
             let (q, outcome) = (placed.queue, placed.outcome);
             if let Err(e) = durable(placed.ack).await {
                 // Not on disk: take the items back (those no reader has taken
@@ -563,8 +588,8 @@ impl QueueService for Kestrel {
         if let Some(e) = failure {
             return Err(e);
         }
-        stats::add(&self.stats.total_items, delivery.accepted as u64);
-        Ok(delivery.accepted)
+        stats::add(&self.stats.total_items, accepted as u64);
+        Ok(accepted)
     }
 
     async fn get(

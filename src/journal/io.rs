@@ -354,9 +354,13 @@ impl JournalIo {
                 return Ok(());
             }
             if let Ok(mut w) = self.writer.try_lock() {
-                self.write_pending(&mut w);
+                let pending = lock(&self.pending)
+                    .appended
+                    .saturating_sub(w.progress.written);
+                let long = pending >= crate::offload::LONG_BYTES as u64;
+                crate::offload::long_if(long, || self.write_pending(&mut w));
                 if self.sync == SyncMode::Always && w.progress.synced < w.progress.written {
-                    blocking(|| self.sync_files(&mut w));
+                    crate::offload::long(|| self.sync_files(&mut w));
                 }
                 self.publish(w);
                 continue;
@@ -422,17 +426,6 @@ impl JournalIo {
         }
         self.publish(w);
         dirty
-    }
-}
-
-/// Runs blocking I/O from async code without stalling the runtime's other
-/// tasks (when the runtime has threads to move them to).
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
-        _ => f(),
     }
 }
 

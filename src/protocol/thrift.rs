@@ -50,6 +50,7 @@ use self::generated::{Item, KestrelSyncHandler, QueueInfo, Status, TKestrelProce
 use self::input::FrameInput;
 use super::Shared;
 use super::connection::Connection;
+use crate::offload;
 use crate::service::{
     Expiry, GetRequest, QueueService, Read, ServerStatus, ServiceError, Transactions,
 };
@@ -105,6 +106,16 @@ enum Outcome {
     Version(thrift::Result<String>),
 }
 
+impl Outcome {
+    /// Items the reply carries.
+    fn len(&self) -> usize {
+        match self {
+            Outcome::Items(Ok(items)) => items.len(),
+            _ => 0,
+        }
+    }
+}
+
 /// The one place a refused call becomes a Thrift reply: a
 /// `TApplicationException` whose message says why.
 fn app_error(e: ServiceError) -> thrift::Error {
@@ -152,7 +163,8 @@ async fn execute<S: QueueService>(
             expiration_msec,
         } => {
             let expiry = millis(expiration_msec).map_or(Expiry::Never, Expiry::After);
-            let items = items.into_iter().map(Bytes::from).collect();
+            let long = items.len() > offload::LONG_ITEMS;
+            let items = offload::long_if(long, || items.into_iter().map(Bytes::from).collect());
             Outcome::Count(
                 service
                     .put(&queue, items, expiry)
@@ -174,12 +186,16 @@ async fn execute<S: QueueService>(
                 read,
             };
             let items = match conn.run(service.get(session, &queue, request)).await? {
-                Ok(reading) => Ok(reading
-                    .finish()
-                    .await
-                    .into_iter()
-                    .map(|d| Item::new(d.data.to_vec(), d.id.map_or(0, |id| id as i64)))
-                    .collect()),
+                Ok(reading) => {
+                    let delivered = reading.finish().await;
+                    let long = delivered.len() > offload::LONG_ITEMS;
+                    Ok(offload::long_if(long, || {
+                        delivered
+                            .into_iter()
+                            .map(|d| Item::new(d.data.to_vec(), d.id.map_or(0, |id| id as i64)))
+                            .collect()
+                    }))
+                }
                 Err(e) => Err(app_error(e)),
             };
             Outcome::Items(items)
@@ -516,14 +532,17 @@ pub async fn serve<S: QueueService>(
     let mut conn = Connection::new(stream, peer, "thrift", codec, stats, &shared);
     let mut session = service.session();
     while let Some(frame) = conn.next().await {
-        let Some(command) = decode(&frame, &mut conn.out) else {
+        // A big frame takes a while to decode: done as long work.
+        let long = frame.len() >= offload::LONG_BYTES;
+        let Some(command) = offload::long_if(long, || decode(&frame, &mut conn.out)) else {
             stats::add(&stats.protocol_errors, 1);
             continue;
         };
         let Some(outcome) = execute(&*service, &mut session, &mut conn, command).await else {
             break;
         };
-        encode(&frame, outcome, &mut conn.out);
+        let long = outcome.len() > offload::LONG_ITEMS;
+        offload::long_if(long, || encode(&frame, outcome, &mut conn.out));
     }
     conn.flush().await;
 }

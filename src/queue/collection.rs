@@ -79,6 +79,9 @@ pub struct Capacity {
     pub max_open_files: usize,
 }
 
+/// Queues the sweep looks at between two yields to other tasks.
+const SWEEP_BATCH: usize = 1024;
+
 /// The named queues, created on first use.
 pub struct QueueCollection {
     /// `<data_dir>/queues`, where journals live.
@@ -450,7 +453,11 @@ impl QueueCollection {
     /// The background sweep: expires items (at most `max_expire_sweep` per
     /// queue) and deletes queues left empty past their `max_queue_age`.
     pub async fn sweep(&self) {
-        for q in self.all() {
+        for (i, q) in self.all().into_iter().enumerate() {
+            if i % SWEEP_BATCH == SWEEP_BATCH - 1 {
+                // Thousands of queues take a while: let connections in.
+                tokio::task::yield_now().await;
+            }
             let config = q.config();
             self.expire(&q, config.max_expire_sweep).await;
             if let Some(age) = config.max_queue_age

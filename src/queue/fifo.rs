@@ -17,6 +17,7 @@
 //! budget, items are read back from the journal in order.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -182,6 +183,10 @@ struct Store {
     config: Arc<QueueConfig>,
     ready: VecDeque<Item>,
     mem_bytes: u64,
+    /// No ready item in memory expires before this (`None`: none expires),
+    /// so that the expiry sweep skips a queue with nothing due without
+    /// looking at its items.
+    next_expiry_ms: Option<i64>,
     disk: DiskTail,
     open: HashMap<u64, Item>,
     next_seq: u64,
@@ -269,13 +274,14 @@ impl Store {
             self.disk.count = self.disk.count.saturating_sub(1);
             self.disk.bytes = self.disk.bytes.saturating_sub(size);
             self.disk.from = stored.seq + 1;
-            self.mem_bytes += size;
-            self.ready.push_back(Item {
+            let item = Item {
                 seq: stored.seq,
                 data: stored.data,
                 added_ms: stored.added_ms,
                 expires_ms: stored.expires_ms,
-            });
+            };
+            self.admit(&item);
+            self.ready.push_back(item);
         }
         self.disk.count = self.disk.count.saturating_sub(batch.lost);
         if self.disk.count == 0 {
@@ -377,8 +383,16 @@ impl Store {
     fn reinsert(&mut self, item: Item) {
         self.log(Record::Abort { seq: item.seq });
         let at = self.ready.partition_point(|i| i.seq < item.seq);
-        self.mem_bytes += item.size();
+        self.admit(&item);
         self.ready.insert(at, item);
+    }
+
+    /// Accounts for `item` joining the ready items in memory.
+    fn admit(&mut self, item: &Item) {
+        self.mem_bytes += item.size();
+        if let Some(at) = item.expires_ms {
+            self.next_expiry_ms = Some(self.next_expiry_ms.map_or(at, |next| next.min(at)));
+        }
     }
 
     /// Confirms an open item: it is gone for good.
@@ -426,7 +440,7 @@ impl Store {
             self.disk.count += 1;
             self.disk.bytes += size;
         } else {
-            self.mem_bytes += size;
+            self.admit(&item);
             self.ready.push_back(item);
         }
         self.counters.total_items += 1;
@@ -463,6 +477,7 @@ impl Queue {
                     config,
                     ready: VecDeque::new(),
                     mem_bytes: 0,
+                    next_expiry_ms: None,
                     disk,
                     open: HashMap::new(),
                     next_seq,
@@ -604,11 +619,13 @@ impl Queue {
             taken: Vec::new(),
             waiter: None,
         };
-        let wake = {
+        // Taking many items holds the queue's lock a while: done as long
+        // work so the worker's other connections move elsewhere meanwhile.
+        let first = crate::offload::long_if(max > crate::offload::LONG_ITEMS, || {
             let now = now_ms();
             let mut st = self.lock();
             if st.deleted {
-                return (Vec::new(), None);
+                return ControlFlow::Break((Vec::new(), None));
             }
             let mut want = Want {
                 items: max,
@@ -617,7 +634,7 @@ impl Queue {
             st.store
                 .take_into(&mut want, mode, now, &self.xids, &mut pending.taken);
             if want.done() || !may_wait {
-                return pending.complete(&mut st);
+                return ControlFlow::Break(pending.complete(&mut st));
             }
             let id = st.next_waiter;
             st.next_waiter += 1;
@@ -632,7 +649,11 @@ impl Queue {
                 },
             );
             pending.waiter = Some(id);
-            wake
+            ControlFlow::Continue(wake)
+        });
+        let wake = match first {
+            ControlFlow::Continue(wake) => wake,
+            ControlFlow::Break(done) => return done,
         };
         if let Some(deadline) = deadline {
             // Woken once: when the request is complete or the queue is deleted.
@@ -678,8 +699,9 @@ impl Queue {
     pub fn flush(&self) -> Option<Ack> {
         let mut st = self.lock();
         let store = &mut st.store;
-        store.ready.clear();
+        let items = std::mem::take(&mut store.ready);
         store.mem_bytes = 0;
+        store.next_expiry_ms = None;
         store.disk = DiskTail {
             count: 0,
             bytes: 0,
@@ -688,7 +710,10 @@ impl Queue {
         store.counters.total_flushes += 1;
         let below = store.next_seq;
         store.log(Record::Flush { below });
-        st.store.ack.take()
+        let ack = st.store.ack.take();
+        drop(st);
+        drop_items(items);
+        ack
     }
 
     /// Expires up to `limit` expired items held in memory, wherever they sit
@@ -700,17 +725,24 @@ impl Queue {
         let mut st = self.lock();
         let store = &mut st.store;
         let mut expired = 0;
-        let mut kept = VecDeque::with_capacity(store.ready.len());
-        for item in std::mem::take(&mut store.ready) {
-            if expired < limit && item.is_expired(now) {
-                expired += 1;
-                store.mem_bytes -= item.size();
-                store.expire(item);
-            } else {
-                kept.push_back(item);
-            }
+        if store.next_expiry_ms.is_some_and(|next| next <= now) {
+            let ready = std::mem::take(&mut store.ready);
+            // A deep queue takes a while to look through.
+            crate::offload::long_if(ready.len() > crate::offload::LONG_ITEMS, || {
+                store.next_expiry_ms = None;
+                store.mem_bytes = 0;
+                store.ready = VecDeque::with_capacity(ready.len());
+                for item in ready {
+                    if expired < limit && item.is_expired(now) {
+                        expired += 1;
+                        store.expire(item);
+                    } else {
+                        store.admit(&item);
+                        store.ready.push_back(item);
+                    }
+                }
+            });
         }
-        store.ready = kept;
         let target = store.config.expire_to_queue.clone();
         let mut moving = std::mem::take(&mut store.expiring);
         if target.is_none() {
@@ -781,9 +813,7 @@ impl Queue {
     /// (whose directory is the caller's to remove).
     pub fn delete(&self) -> bool {
         let (had_journal, items) = self.delete_locked(&mut self.lock());
-        // Dropped after the lock is released: a deep queue's items take a
-        // while to free.
-        drop(items);
+        drop_items(items);
         had_journal
     }
 
@@ -893,6 +923,12 @@ impl Queue {
 
 /// The items a read has taken so far, returned to the queue if the read is
 /// dropped before it completes (its client went away).
+/// Frees items taken out of a queue, after its lock is released: a deep
+/// queue's items take a while to free.
+fn drop_items(items: VecDeque<Item>) {
+    crate::offload::long_if(items.len() > crate::offload::LONG_ITEMS, || drop(items));
+}
+
 struct PendingRead<'a> {
     queue: &'a Arc<Queue>,
     mode: Mode,
