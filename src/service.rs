@@ -230,6 +230,10 @@ pub struct ServerStats {
     pub queue_creates: u64,
     pub queue_deletes: u64,
     pub queue_expires: u64,
+    /// Queue creations refused at `max_queues`.
+    pub rejected_creates: u64,
+    /// Journal files held open now.
+    pub open_files: u64,
     pub queues: Vec<(Arc<str>, QueueStats)>,
 }
 
@@ -708,7 +712,7 @@ impl QueueService for Kestrel {
             return Ok(());
         }
         match self.queues.get(queue) {
-            Some(q) => durable(q.flush()).await,
+            Some(q) => durable(self.queues.flush(&q)).await,
             None => Ok(()),
         }
     }
@@ -716,7 +720,7 @@ impl QueueService for Kestrel {
     async fn flush_all(&self) -> Result<(), ServiceError> {
         self.check(Op::Write, "flush_all")?;
         for q in self.queues.all() {
-            durable(q.flush()).await?;
+            durable(self.queues.flush(&q)).await?;
         }
         Ok(())
     }
@@ -780,6 +784,8 @@ impl QueueService for Kestrel {
             queue_creates: lifecycle.creates,
             queue_deletes: lifecycle.deletes,
             queue_expires: lifecycle.expires,
+            rejected_creates: lifecycle.rejected_creates,
+            open_files: lifecycle.open_files,
             queues: self
                 .queues
                 .all()

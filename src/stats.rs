@@ -117,6 +117,8 @@ pub fn server_fields(s: &ServerStats) -> Vec<(&'static str, String)> {
         ("request_timeouts", s.request_timeouts.to_string()),
         ("protocol_errors", s.protocol_errors.to_string()),
         ("rejected_open_reads", s.rejected_open_reads.to_string()),
+        ("rejected_creates", s.rejected_creates.to_string()),
+        ("open_files", s.open_files.to_string()),
     ]
 }
 

@@ -5,7 +5,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::{Raw, Server};
+use common::{Raw, Server, stats};
 
 fn mc(server: &Server) -> Raw {
     Raw::connect(server.memcache.expect("memcache listener"))
@@ -41,22 +41,6 @@ fn get(c: &mut Raw, key: &str) -> Option<String> {
 }
 
 /// `stats` as a map of name to value.
-fn stats(c: &mut Raw) -> std::collections::HashMap<String, String> {
-    c.send("stats\r\n");
-    c.lines_until("END")
-        .into_iter()
-        .filter(|l| l != "END")
-        .map(|l| {
-            let mut parts = l.splitn(3, ' ');
-            assert_eq!(parts.next(), Some("STAT"), "{l}");
-            (
-                parts.next().unwrap().to_string(),
-                parts.next().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
 fn wait_for_stat(c: &mut Raw, name: &str, value: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while stats(c).get(name).map(String::as_str) != Some(value) {

@@ -3,13 +3,12 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::kestrel_gen::Status;
-use common::{Raw, Server, TKestrelSyncClient};
+use common::{Raw, Server, TKestrelSyncClient, eventually, stat};
 
 /// Writes `toml` as the config file in a fresh directory.
 fn config(toml: &str) -> (tempfile::TempDir, PathBuf) {
@@ -46,32 +45,6 @@ fn get(c: &mut Raw, key: &str) -> Option<String> {
     let data = c.bytes(len + 2);
     assert_eq!(c.line(), "END");
     Some(String::from_utf8(data[..len].to_vec()).unwrap())
-}
-
-fn stats(c: &mut Raw) -> HashMap<String, String> {
-    c.send("stats\r\n");
-    c.lines_until("END")
-        .into_iter()
-        .filter_map(|l| {
-            l.strip_prefix("STAT ").map(|r| {
-                let (k, v) = r.split_once(' ').unwrap();
-                (k.to_string(), v.to_string())
-            })
-        })
-        .collect()
-}
-
-fn stat(c: &mut Raw, name: &str) -> Option<u64> {
-    stats(c).get(name).map(|v| v.parse().unwrap())
-}
-
-/// Polls `cond` (a server-side state) until it holds.
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]

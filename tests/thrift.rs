@@ -8,19 +8,11 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::kestrel_gen::Status;
-use common::{Server, TKestrelSyncClient};
+use common::{Server, TKestrelSyncClient, message};
 use thrift::protocol::{
     TBinaryInputProtocol, TBinaryOutputProtocol, TFieldIdentifier, TInputProtocol,
     TMessageIdentifier, TMessageType, TOutputProtocol, TStructIdentifier, TType,
 };
-
-/// The message of a `TApplicationException` (thrift's `Display` shows only its kind).
-fn message(e: thrift::Error) -> String {
-    match e {
-        thrift::Error::Application(a) => a.message,
-        other => panic!("expected an application exception, got {other:?}"),
-    }
-}
 
 /// A framed call built by hand: `args` writes the argument fields.
 fn call_frame(

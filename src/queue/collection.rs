@@ -520,6 +520,24 @@ impl QueueCollection {
         }
     }
 
+    /// Removes every ready item of `q` (see [`Queue::flush`]): a queue with
+    /// nothing open starts a fresh journal in a fresh directory, so the
+    /// flush frees its disk space at once and works on a full disk.
+    pub fn flush(&self, q: &Queue) -> Option<Ack> {
+        let config = self.queue_config(q.name()).journal();
+        q.flush(|created_ms| {
+            let config = config?;
+            let sync = config.sync == SyncMode::Always;
+            match self.dirs.replace(q.name(), sync) {
+                Ok(dir) => Some(Journal::create(&dir, config, q.name(), &self.journals, created_ms)),
+                Err(e) => {
+                    crate::throttled!(warn, queue = %q.name(), error = %e, "cannot start a fresh journal; flush journaled instead");
+                    None
+                }
+            }
+        })
+    }
+
     /// Every queue, sorted by name.
     pub fn all(&self) -> Vec<Arc<Queue>> {
         lock_err(self.queues.read()).values().cloned().collect()

@@ -183,17 +183,30 @@ impl QueueDirs {
         Ok(path)
     }
 
+    /// Empties a queue's directory for a fresh journal: the old one is
+    /// renamed away and removed in the background, and a new one made. On a
+    /// full disk, where the new one may need the old one's space, the old
+    /// one is removed first.
+    pub fn replace(&self, queue: &str, sync: bool) -> io::Result<PathBuf> {
+        let path = self.path(queue);
+        let doomed = doomed(&path);
+        fs::rename(&path, &doomed)?;
+        match self.create(queue, sync) {
+            Ok(path) => {
+                background(move || remove(&doomed));
+                Ok(path)
+            }
+            Err(_) => {
+                remove(&doomed);
+                self.create(queue, sync)
+            }
+        }
+    }
+
     /// Removes a queue's directory: at once from view (one rename), its
     /// files in the background.
     pub fn discard(&self, path: &Path) {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let mut doomed = path.as_os_str().to_owned();
-        doomed.push(format!(
-            "{DELETED}{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let doomed = PathBuf::from(doomed);
+        let doomed = doomed(path);
         let target = match fs::rename(path, &doomed) {
             Ok(()) => doomed,
             Err(e) => {
@@ -201,11 +214,7 @@ impl QueueDirs {
                 path.to_path_buf()
             }
         };
-        background(move || {
-            if let Err(e) = fs::remove_dir_all(&target) {
-                tracing::error!(dir = %target.display(), error = %e, "cannot remove a deleted queue's files; remove them by hand");
-            }
-        });
+        background(move || remove(&target));
     }
 
     /// Moves a directory that cannot be identified out of the way.
@@ -258,6 +267,25 @@ fn already(e: io::Error, path: &Path) -> io::Error {
             ),
         ),
         _ => e,
+    }
+}
+
+/// A fresh name for a directory on its way out: skipped, and removed if
+/// still there, at the next start.
+fn doomed(path: &Path) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let mut doomed = path.as_os_str().to_owned();
+    doomed.push(format!(
+        "{DELETED}{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    PathBuf::from(doomed)
+}
+
+fn remove(dir: &Path) {
+    if let Err(e) = fs::remove_dir_all(dir) {
+        tracing::error!(dir = %dir.display(), error = %e, "cannot remove a deleted queue's files; remove them by hand");
     }
 }
 

@@ -696,9 +696,28 @@ impl Queue {
 
     /// Removes every ready item, in memory and on disk; open transactions are
     /// untouched.
-    pub fn flush(&self) -> Option<Ack> {
+    ///
+    /// When nothing else is left (no open reads, nothing being moved by
+    /// expiry), `fresh` is asked for a new, empty journal (of a queue created
+    /// at the time it is given) in place of the old one, which is then dropped whole rather than told about the flush:
+    /// its disk space is freed at once and nothing has to be written, so a
+    /// flush works on a full disk. (`fresh` returns `None` when it cannot
+    /// replace the journal; the flush is then journaled as a record.)
+    pub fn flush(&self, fresh: impl FnOnce(i64) -> Option<Journal>) -> Option<Ack> {
         let mut st = self.lock();
         let store = &mut st.store;
+        let mut replaced = false;
+        if store.journal.is_some()
+            && store.open.is_empty()
+            && store.expiring.is_empty()
+            && let Some(journal) = fresh(store.created_ms)
+        {
+            if let Some(old) = store.journal.replace(journal) {
+                old.destroy();
+            }
+            store.ack = None;
+            replaced = true;
+        }
         let items = std::mem::take(&mut store.ready);
         store.mem_bytes = 0;
         store.next_expiry_ms = None;
@@ -709,7 +728,9 @@ impl Queue {
         };
         store.counters.total_flushes += 1;
         let below = store.next_seq;
-        store.log(Record::Flush { below });
+        if !replaced {
+            store.log(Record::Flush { below });
+        }
         let ack = st.store.ack.take();
         drop(st);
         drop_items(items);

@@ -71,7 +71,19 @@ impl Server {
     /// Starts a server on `data_dir` with `env` as its only `KESTREL_*`
     /// variables (the server reads those as settings).
     pub fn start_with_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::launch(data_dir, args, env, |_| {})
+    }
+
+    /// Starts a server as [`Server::start_with_env`] does, letting `adjust`
+    /// change the command first (e.g. to set resource limits).
+    pub fn launch(
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        adjust: impl FnOnce(&mut Command),
+    ) -> Server {
         let mut command = Command::new(binary());
+        adjust(&mut command);
         for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("KESTREL_")) {
             command.env_remove(key);
         }
@@ -141,6 +153,15 @@ impl Server {
             log,
             log_events: Arc::new(Mutex::new(rx)),
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().expect("wait").is_none()
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -310,5 +331,42 @@ impl Raw {
             String::from_utf8_lossy(&self.buf)
         );
         assert_eq!(self.fill(), 0, "connection still open");
+    }
+}
+
+/// The server's `stats` over memcache, by name.
+pub fn stats(c: &mut Raw) -> std::collections::HashMap<String, String> {
+    c.send("stats\r\n");
+    c.lines_until("END")
+        .into_iter()
+        .filter_map(|l| {
+            l.strip_prefix("STAT ").map(|r| {
+                let (k, v) = r.split_once(' ').unwrap();
+                (k.to_string(), v.to_string())
+            })
+        })
+        .collect()
+}
+
+/// One numeric `stats` value.
+pub fn stat(c: &mut Raw, name: &str) -> Option<u64> {
+    stats(c).get(name).map(|v| v.parse().unwrap())
+}
+
+/// Polls `cond` (a server-side state with no event to wait on) until it
+/// holds; fails after 20 s.
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The message of a `TApplicationException` (thrift's `Display` shows only its kind).
+pub fn message(e: thrift::Error) -> String {
+    match e {
+        thrift::Error::Application(a) => a.message,
+        other => panic!("expected an application exception, got {other:?}"),
     }
 }
