@@ -599,3 +599,33 @@ fn a_full_disk_refuses_the_put_and_keeps_what_was_written() {
     let server = Server::start_in(dir.path(), &[]);
     assert_eq!(drain(&server, "full"), ["full-00001", "full-00002", "next"]);
 }
+
+/// A flush survives `kill -9` both ways it is kept: a queue with nothing
+/// open gets a fresh journal directory, one with an open read gets a FLUSH
+/// record; either way the flushed items stay gone, the open one comes back
+/// and what came after the flush is kept.
+#[test]
+fn a_flush_is_durable_with_and_without_open_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_in(dir.path(), &[]);
+    fill(&server, "plain", 3);
+    fill(&server, "held", 3);
+    let mut reader = Raw::connect(server.memcache.unwrap());
+    reader.send("get held/open\r\n");
+    assert_eq!(reader.line(), "VALUE held 0 10");
+    assert_eq!(reader.line(), "held-00000");
+    assert_eq!(reader.line(), "END");
+    let mut c = Raw::connect(server.memcache.unwrap());
+    for queue in ["plain", "held"] {
+        c.send(format!("flush {queue}\r\n"));
+        assert_eq!(c.line(), "END");
+        c.send(format!("set {queue} 0 0 5\r\nafter\r\n"));
+        assert_eq!(c.line(), "STORED");
+    }
+    server.signal("KILL");
+    drop(server);
+
+    let server = Server::start_in(dir.path(), &[]);
+    assert_eq!(drain(&server, "plain"), ["after"]);
+    assert_eq!(drain(&server, "held"), ["held-00000", "after"]);
+}

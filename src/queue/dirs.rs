@@ -322,6 +322,32 @@ mod tests {
     }
 
     #[test]
+    fn a_replaced_directory_is_empty_and_keeps_its_identity() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("queues");
+        let (dirs, _) = QueueDirs::open(root.clone()).unwrap();
+        let long = "R".repeat(250);
+        for name in ["plain", long.as_str()] {
+            let path = dirs.create(name, false).unwrap();
+            fs::write(path.join("0000000000000001.log"), b"old records").unwrap();
+            assert_eq!(dirs.replace(name, false).unwrap(), path);
+            let left: Vec<_> = fs::read_dir(&path)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .filter(|f| f != NAME_FILE)
+                .collect();
+            assert!(left.is_empty(), "{left:?}");
+        }
+        // Outside a runtime the old directories are removed at once; the
+        // replaced ones are found again under their names.
+        assert_eq!(fs::read_dir(&root).unwrap().count(), 2);
+        let (_, found) = QueueDirs::open(root).unwrap();
+        let mut names: Vec<String> = found.into_iter().map(|f| f.name).collect();
+        names.sort();
+        assert_eq!(names, [long.clone(), "plain".to_string()]);
+    }
+
+    #[test]
     fn unidentifiable_directories_are_moved_aside_and_leftovers_removed() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("queues");
