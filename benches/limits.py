@@ -24,6 +24,7 @@ Prints a markdown table. Loopback only.
 """
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -85,6 +86,18 @@ class Server:
     def stop(self, sig=signal.SIGTERM):
         self.proc.send_signal(sig)
         self.proc.wait(timeout=120)
+
+
+@contextlib.contextmanager
+def fresh_server(binary, scenario):
+    """A server on a data directory of its own, stopped and removed after."""
+    work = tempfile.mkdtemp(prefix=f"kestrel-{scenario}-")
+    try:
+        server = Server(binary, os.path.join(work, "data"))
+        yield server
+        server.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def connect(addr):
@@ -182,9 +195,7 @@ def thrift_header(length):
 
 
 def measure_headers(binary, rows):
-    work = tempfile.mkdtemp(prefix="kestrel-headers-")
-    try:
-        server = Server(binary, os.path.join(work, "data"))
+    with fresh_server(binary, "headers") as server:
         before = server.rss_mib()
         conns = []
         for _ in range(500):
@@ -200,15 +211,10 @@ def measure_headers(binary, rows):
         after = server.rss_mib()
         rows.append(("headers", "500 header-only Thrift frames: RSS before / during / after",
                      f"{before:.0f} / {during:.0f} / {after:.0f} MiB (VmSize during {vm:.0f} MiB)"))
-        server.stop()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def measure_frames(binary, rows):
-    work = tempfile.mkdtemp(prefix="kestrel-frames-")
-    try:
-        server = Server(binary, os.path.join(work, "data"))
+    with fresh_server(binary, "frames") as server:
         before = server.rss_mib()
         size = 16 * 1024 * 1024 - 16
         body = b"\0" * (size - 1)
@@ -245,15 +251,10 @@ def measure_frames(binary, rows):
         after = server.rss_mib()
         rows.append(("frames", "64 nearly complete 16 MiB frames: RSS before / peak / 10 s after close",
                      f"{before:.0f} / {peak:.0f} / {after:.0f} MiB ({blocked} senders held back)"))
-        server.stop()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def measure_idle(binary, rows, n=10000):
-    work = tempfile.mkdtemp(prefix="kestrel-idle-")
-    try:
-        server = Server(binary, os.path.join(work, "data"))
+    with fresh_server(binary, "idle") as server:
         before, fds_before = server.rss_mib(), server.fds()
         conns = [connect(server.addr["memcache"]) for _ in range(n)]
         # One round trip on each, so each has been served once.
@@ -268,9 +269,6 @@ def measure_idle(binary, rows, n=10000):
                      f"{fds_before} / {server.fds()}"))
         for s in conns:
             s.close()
-        server.stop()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def thrift_put(queue, items):
@@ -306,9 +304,7 @@ def percentile(values, p):
 
 
 def measure_big_put(binary, rows):
-    work = tempfile.mkdtemp(prefix="kestrel-bigput-")
-    try:
-        server = Server(binary, os.path.join(work, "data"))
+    with fresh_server(binary, "bigput") as server:
         frame = thrift_put("big", [b""] * 1_000_000)
         done = threading.Event()
         latencies = []
@@ -336,9 +332,6 @@ def measure_big_put(binary, rows):
         ms = [x * 1000 for x in latencies]
         rows.append(("big-put", "prober set+get during 10 puts of 1M empty items: p50 / p99 / max",
                      f"{percentile(ms, 0.5):.2f} / {percentile(ms, 0.99):.2f} / {max(ms):.2f} ms ({len(ms)} probes)"))
-        server.stop()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def main():
