@@ -234,6 +234,8 @@ pub struct ServerStats {
     pub rejected_creates: u64,
     /// Journal files held open now.
     pub open_files: u64,
+    /// fsyncs of journal files and directories since the server started.
+    pub journal_fsyncs: u64,
     pub queues: Vec<(Arc<str>, QueueStats)>,
 }
 
@@ -786,6 +788,7 @@ impl QueueService for Kestrel {
             queue_expires: lifecycle.expires,
             rejected_creates: lifecycle.rejected_creates,
             open_files: lifecycle.open_files,
+            journal_fsyncs: lifecycle.fsyncs,
             queues: self
                 .queues
                 .all()

@@ -119,6 +119,7 @@ pub fn server_fields(s: &ServerStats) -> Vec<(&'static str, String)> {
         ("rejected_open_reads", s.rejected_open_reads.to_string()),
         ("rejected_creates", s.rejected_creates.to_string()),
         ("open_files", s.open_files.to_string()),
+        ("journal_fsyncs", s.journal_fsyncs.to_string()),
     ]
 }
 

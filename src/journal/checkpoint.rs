@@ -208,14 +208,7 @@ pub fn load(dir: &Path, present: &[String]) -> Vec<Checkpoint> {
 /// of the two checkpoints).
 pub fn store(dir: &Path, c: &Checkpoint) -> io::Result<()> {
     let tmp = dir.join("checkpoint.tmp");
-    {
-        use std::io::Write;
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(&c.encode())?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, slot_path(dir, c.generation))?;
-    fs::File::open(dir)?.sync_all()
+    super::disk::replace(dir, &tmp, &slot_path(dir, c.generation), &c.encode())
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -20,6 +20,7 @@ use bytes::BytesMut;
 use tokio::sync::watch;
 
 use super::activity::Journals;
+use super::disk;
 use super::files::Key;
 use super::record::Record;
 use super::segment;
@@ -221,7 +222,7 @@ impl JournalIo {
         let path = segment::path(&self.dir, segment);
         let (file, created) = self.journals.files().open(self.key(segment), &path, true)?;
         if created && self.sync == SyncMode::Always {
-            File::open(&self.dir)?.sync_all()?;
+            disk::sync_dir(&self.dir)?;
         }
         if w.current.as_ref().is_none_or(|c| c.segment != segment) {
             let len = file.metadata()?.len();
@@ -254,14 +255,14 @@ impl JournalIo {
             let start = w.progress.written;
             let result = self.file(w, chunk.segment).and_then(|file| {
                 let current = w.current.as_mut().expect("set by file()");
-                match (&*file).write_all(&chunk.bytes) {
+                match disk::append(&file, &self.dir, &chunk.bytes) {
                     Ok(()) => {
                         current.len += chunk.bytes.len() as u64;
                         Ok(())
                     }
                     Err(e) => {
                         // Cut a partial write off so the file ends with whole records.
-                        let _ = file.set_len(current.len);
+                        disk::cut(&file, current.len);
                         Err(e)
                     }
                 }
@@ -292,7 +293,7 @@ impl JournalIo {
             let path = segment::path(&self.dir, segment);
             result = result.and(
                 match self.journals.files().open(self.key(segment), &path, false) {
-                    Ok((file, _)) => file.sync_data(),
+                    Ok((file, _)) => disk::sync_data(&file, &path),
                     // Nothing was ever written to it.
                     Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
                     Err(e) => Err(e),

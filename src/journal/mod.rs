@@ -22,6 +22,7 @@
 
 mod activity;
 mod checkpoint;
+pub mod disk;
 mod files;
 mod io;
 mod record;
@@ -196,8 +197,9 @@ impl CheckpointJob {
     /// Makes the log durable up to the checkpoint, then stores it (blocking).
     pub fn run(&self) -> std::io::Result<()> {
         for &id in &self.replayed {
-            match fs::File::open(segment::path(&self.dir, id)) {
-                Ok(f) => f.sync_data()?,
+            let path = segment::path(&self.dir, id);
+            match fs::File::open(&path) {
+                Ok(f) => disk::sync_data(&f, &path)?,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
@@ -235,11 +237,7 @@ impl ReclaimJob {
     pub fn run(self) -> std::io::Result<Reclaimed> {
         let done = match &self.work {
             Reclaim::Delete => {
-                match fs::remove_file(segment::path(&self.dir, self.id)) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e),
-                }
+                disk::remove(&segment::path(&self.dir, self.id))?;
                 Reclaimed {
                     id: self.id,
                     kept: None,
@@ -288,13 +286,7 @@ fn rewrite(
         }
     }
     let tmp = dir.join(format!("{id:016x}.rewrite"));
-    {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(&out)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, segment::path(dir, id))?;
-    fs::File::open(dir)?.sync_all()?;
+    disk::replace(dir, &tmp, &segment::path(dir, id), &out)?;
     Ok(Reclaimed {
         id,
         kept: Some((out.len() as u64, adds)),
@@ -455,11 +447,7 @@ impl Journal {
                                 bytes = d.len,
                                 "torn or damaged journal tail truncated at the last good record"
                             );
-                            let f = fs::OpenOptions::new()
-                                .write(true)
-                                .open(segment::path(dir, id))?;
-                            f.set_len(valid_len)?;
-                            f.sync_all()?;
+                            disk::truncate(&segment::path(dir, id), valid_len)?;
                         }
                         break;
                     }

@@ -30,6 +30,8 @@ pub struct Lifecycle {
     pub rejected_creates: u64,
     /// Journal files held open now.
     pub open_files: u64,
+    /// fsyncs of journal files and directories so far.
+    pub fsyncs: u64,
 }
 
 /// One queue's share of a put.
@@ -550,6 +552,7 @@ impl QueueCollection {
             expires: self.expires.load(Ordering::Relaxed),
             rejected_creates: self.rejected_creates.load(Ordering::Relaxed),
             open_files: self.journals.files().open_count() as u64,
+            fsyncs: crate::journal::disk::fsyncs(),
         }
     }
 }
