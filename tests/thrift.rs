@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::kestrel_gen::Status;
-use common::{Server, TKestrelSyncClient, message};
+use common::{Raw, Server, TKestrelSyncClient, message, stats, wait_for_connections};
 use thrift::protocol::{
     TBinaryInputProtocol, TBinaryOutputProtocol, TFieldIdentifier, TInputProtocol,
     TMessageIdentifier, TMessageType, TOutputProtocol, TStructIdentifier, TType,
@@ -115,17 +115,25 @@ fn every_method() {
     c.put("doomed".into(), items(&["x"]), 0).unwrap();
     c.delete_queue("doomed".into()).unwrap();
     assert_eq!(c.peek("doomed".into()).unwrap().items, Some(0));
-    // Neither flush nor delete creates a queue.
+    // Neither flush nor delete creates a queue: no stats, no directory.
     c.flush_queue("ghost".into()).unwrap();
     c.delete_queue("ghost2".into()).unwrap();
+    let s = stats(&mut Raw::connect(server.memcache.unwrap()));
+    assert!(s.contains_key("queue_jobs_items"), "stats name queues");
+    for ghost in ["ghost", "ghost2"] {
+        assert!(!s.contains_key(&format!("queue_{ghost}_items")), "{ghost}");
+        assert!(!server.data_dir().join("queues").join(ghost).exists());
+    }
 
     c.set_status(Status::READ_ONLY).unwrap();
     assert_eq!(c.current_status().unwrap(), Status::READ_ONLY);
     let refused = message(c.put("jobs".into(), items(&["x"]), 0).unwrap_err());
     assert_eq!(refused, "server is READONLY: put refused");
     c.set_status(Status::QUIESCENT).unwrap();
-    assert!(c.get("jobs".into(), 1, 0, 0).is_err());
-    assert!(c.set_status(Status::NOT_CONFIGURED).is_err());
+    let refused = message(c.get("jobs".into(), 1, 0, 0).unwrap_err());
+    assert_eq!(refused, "server is QUIESCENT: get refused");
+    let refused = message(c.set_status(Status::NOT_CONFIGURED).unwrap_err());
+    assert_eq!(refused, "status 0 cannot be set"); // 0: NOT_CONFIGURED
     c.set_status(Status::UP).unwrap();
     assert_eq!(c.put("jobs".into(), items(&["ok"]), 0).unwrap(), 1);
 }
@@ -207,7 +215,10 @@ fn confirm_from_a_second_connection() {
     let mut b = server.client();
     a.put("shared".into(), items(&["x"]), 0).unwrap();
     let opened = a.get("shared".into(), 1, 0, 60_000).unwrap();
+    let mut m = Raw::connect(server.memcache.unwrap());
     drop(a);
+    // Only b and m are left once the server has seen a go.
+    wait_for_connections(&mut m, 2);
     let id = opened[0].id.unwrap();
     // Thrift transactions outlive their connection.
     assert_eq!(b.peek("shared".into()).unwrap().open_transactions, Some(1));
@@ -400,4 +411,39 @@ fn two_hundred_waiting_gets_are_served_by_two_hundred_puts() {
     assert_eq!(seen.len(), 200);
     let info = c.peek("crowd".into()).unwrap();
     assert_eq!((info.items, info.waiters), (Some(0), Some(0)));
+}
+
+/// The README's promise: transaction ids are never reused, even across
+/// restarts, clean or not. Each run opens many reads at once (ids handed out
+/// faster than the clock ticks) and restarts at once.
+#[test]
+fn transaction_ids_are_never_reused_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("KESTREL_MAX_OPEN_TRANSACTIONS", "2000")];
+    let mut seen = HashSet::new();
+    for (run, end) in ["TERM", "KILL", "KILL", "TERM"].into_iter().enumerate() {
+        let server = Server::start_with_env(dir.path(), &[], &env);
+        let mut c = server.client();
+        let fresh: Vec<Vec<u8>> = (0..500)
+            .map(|i| format!("{run}-{i}").into_bytes())
+            .collect();
+        assert_eq!(c.put("ids".into(), fresh, 0).unwrap(), 500);
+        // The reads left open by the previous run are back, and opened again.
+        let opened = c.get("ids".into(), 2000, 0, 600_000).unwrap();
+        assert_eq!(opened.len(), 500 * (run + 1) - 100 * run);
+        for item in &opened {
+            let id = item.id.unwrap();
+            assert_ne!(id, 0);
+            assert!(seen.insert(id), "run {run}: id {id} handed out before");
+        }
+        // Some are confirmed for good, the rest stay open through the restart.
+        let confirmed: BTreeSet<i64> = opened[..100].iter().map(|i| i.id.unwrap()).collect();
+        assert_eq!(c.confirm("ids".into(), confirmed).unwrap(), 100);
+        if end == "KILL" {
+            server.signal("KILL");
+            drop(server);
+        } else {
+            assert!(server.stop().success());
+        }
+    }
 }

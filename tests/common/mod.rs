@@ -42,6 +42,9 @@ pub struct Server {
     data_dir: PathBuf,
     log: Arc<Mutex<Vec<String>>>,
     log_events: Arc<Mutex<mpsc::Receiver<String>>>,
+    /// The thread collecting the log; joined when the server is dropped, so
+    /// the panic check sees every line the process wrote.
+    log_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 pub fn binary() -> &'static str {
@@ -115,7 +118,7 @@ impl Server {
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let log_reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if std::env::var_os("TEST_SERVER_ECHO").is_some() {
                     eprintln!("[kestrel] {line}");
@@ -152,6 +155,7 @@ impl Server {
             data_dir: data_dir.to_path_buf(),
             log,
             log_events: Arc::new(Mutex::new(rx)),
+            log_reader: Some(log_reader),
         }
     }
 
@@ -212,10 +216,29 @@ impl Server {
     }
 }
 
+/// What the Rust runtime (and the server's own thread supervision) writes
+/// when a thread panics.
+const PANIC: &str = "panicked";
+
 impl Drop for Server {
+    /// Kills the server, then fails the test if its log holds a panic: a
+    /// panicking connection task or background thread can go unnoticed by
+    /// every client-side assertion.
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(reader) = self.log_reader.take() {
+            let _ = reader.join();
+        }
+        if std::thread::panicking() {
+            return;
+        }
+        let log = self.log.lock().unwrap();
+        assert!(
+            !log.iter().any(|l| l.contains(PANIC)),
+            "the server panicked; log:\n{}",
+            log.join("\n")
+        );
     }
 }
 
@@ -351,6 +374,15 @@ pub fn stats(c: &mut Raw) -> std::collections::HashMap<String, String> {
 /// One numeric `stats` value.
 pub fn stat(c: &mut Raw, name: &str) -> Option<u64> {
     stats(c).get(name).map(|v| v.parse().unwrap())
+}
+
+/// Waits until the server counts `n` open connections (the one `c` asks
+/// on included): a disconnect's effects are asserted only once the server
+/// has ended that connection's session.
+pub fn wait_for_connections(c: &mut Raw, n: u64) {
+    eventually(&format!("{n} connections"), || {
+        stat(c, "curr_connections") == Some(n)
+    });
 }
 
 /// Polls `cond` (a server-side state with no event to wait on) until it
