@@ -166,7 +166,11 @@ fn errors_name_what_is_wrong() {
     assert_eq!(ask(&mut c, "get q soon"), "-Error parsing timeout.");
     assert_eq!(ask(&mut c, "put q x:"), "-Error parsing expiration time.");
     assert_eq!(ask(&mut c, "stats"), "-Unknown command: stats");
-    assert!(ask(&mut c, "get bad/name").starts_with("-invalid queue name"));
+    assert_eq!(
+        ask(&mut c, "get bad/name"),
+        "-invalid queue name: queue name contains '/', which is not allowed \
+         ('/', '.', '~', whitespace, control and format characters are not)"
+    );
     let long = format!("get {}", "x".repeat(10_000));
     assert_eq!(ask(&mut c, &long), "-Line longer than 8192 bytes.");
     assert_eq!(
@@ -193,10 +197,39 @@ fn big_puts_are_not_cut_off() {
     }
     put += "\n";
     c.send(put);
-    assert!(c.line().starts_with("-Too many items in one put"));
+    assert_eq!(
+        c.line(),
+        "-Too many items in one put (limit 10000 items, 16777216 bytes); nothing was stored."
+    );
     let mut m = Raw::connect(server.memcache.unwrap());
     m.send("dump_stats big\r\n");
     assert!(m.lines_until("END").contains(&"  items=5000".to_string()));
+}
+
+/// docs/protocol.md: a put of more than `max_frame_size` bytes is refused
+/// whole, with a reason, and the connection goes on.
+#[test]
+fn max_frame_size_caps_a_put() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("KESTREL_MAX_FRAME_SIZE", "1000")];
+    let server = Server::start_with_env(dir.path(), &[], &env);
+    let mut c = text(&server);
+    let item = |i: usize| format!("{i:0100}");
+    // Ten items of 100 bytes: exactly the limit.
+    let at_limit: String = (0..10).map(|i| item(i) + "\n").collect();
+    c.send(format!("put cap:\n{at_limit}\n"));
+    assert_eq!(c.line(), "+10");
+    // Eleven are one item over it: nothing of them is stored.
+    let over: String = (10..21).map(|i| item(i) + "\n").collect();
+    c.send(format!("put cap:\n{over}\n"));
+    assert_eq!(
+        c.line(),
+        "-Too many items in one put (limit 10000 items, 1000 bytes); nothing was stored."
+    );
+    let mut m = Raw::connect(server.memcache.unwrap());
+    assert_eq!(common::stat(&mut m, "queue_cap_items"), Some(10));
+    // The same connection is still in step.
+    assert_eq!(ask(&mut c, "peek cap"), format!(":{}", item(0)));
 }
 
 #[test]
