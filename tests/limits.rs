@@ -489,3 +489,135 @@ fn thrift_open_reads_are_limited_per_connection() {
     let mut other = server.client();
     assert_eq!(other.get("q".into(), 5, 0, 60_000).unwrap().len(), 2);
 }
+
+/// A 4 MiB tmpfs of its own, unmounted when dropped.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount() -> SmallDisk {
+        let mount = tempfile::tempdir().unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+            .arg(mount.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "this test mounts a tmpfs: run it as root");
+        SmallDisk(mount)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+/// What a full disk refuses with, in every protocol (after the prefix).
+const NO_SPACE: &str = "journal write failed: No space left on device (os error 28)";
+
+/// Puts small items to `queue` with `put` until one is refused; returns the
+/// refusal and the items acknowledged before it. (A full file system can
+/// still take a small write into a page it has already given a file.)
+fn put_until_refused(
+    queue: &str,
+    tag: &str,
+    mut put: impl FnMut(&str, &str) -> Result<(), String>,
+) -> (String, Vec<String>) {
+    let mut acked = Vec::new();
+    for i in 0..10_000 {
+        let item = format!("{tag}-{i}");
+        match put(queue, &item) {
+            Ok(()) => acked.push(item),
+            Err(refusal) => return (refusal, acked),
+        }
+    }
+    panic!("{tag}: 10,000 puts accepted on a full disk");
+}
+
+/// operations.md and journal.md: on a full disk a put is refused with the
+/// reason in every protocol (memcache `SERVER_ERROR journal write failed:
+/// …`, text `-journal write failed: …`, a Thrift exception), nothing refused
+/// is delivered, confirms and aborts keep working in every protocol, and
+/// puts succeed again once space is freed, without a restart.
+#[test]
+fn a_full_disk_refuses_puts_with_the_reason_and_reads_settle_in_every_protocol() {
+    let disk = SmallDisk::mount();
+    let data = disk.0.path().join("data");
+    let server = Server::start_in(&data, &[]);
+    let mut c = mc(&server);
+    let mut x = Raw::connect(server.text.unwrap());
+    let mut t = server.client();
+    let first: Vec<String> = (0..5).map(|i| format!("k{i}")).collect();
+    for it in &first {
+        assert_eq!(set(&mut c, "kept", it), "STORED");
+    }
+    // Reads opened before the disk fills: k0, k1 over Thrift, k2 over
+    // memcache, k3 over text.
+    let opened = t.get("kept".into(), 2, 0, 600_000).unwrap();
+    let ids: Vec<i64> = opened.iter().map(|i| i.id.unwrap()).collect();
+    assert_eq!(ids.len(), 2);
+    c.send("get kept/open\r\n");
+    assert_eq!(c.lines_until("END"), ["VALUE kept 0 2", "k2", "END"]);
+    x.send("get kept\n");
+    assert_eq!(x.line(), ":k3");
+
+    let big = "x".repeat(16 * 1024);
+    let mut filled = 0;
+    while set(&mut c, "fill", &big) == "STORED" {
+        filled += 1;
+        assert!(filled < 1000, "the 4 MiB disk never filled");
+    }
+    // Every protocol refuses, naming the cause.
+    let (refusal, mut acked) =
+        put_until_refused("kept", "mc", |q, item| match set(&mut c, q, item) {
+            r if r == "STORED" => Ok(()),
+            r => Err(r),
+        });
+    assert_eq!(refusal, format!("SERVER_ERROR {NO_SPACE}"));
+    let (refusal, more) = put_until_refused("kept", "text", |q, item| {
+        x.send(format!("put {q}:\n{item}\n\n"));
+        match x.line() {
+            r if r == "+1" => Ok(()),
+            r => Err(r),
+        }
+    });
+    assert_eq!(refusal, format!("-{NO_SPACE}"));
+    acked.extend(more);
+    let (refusal, more) = put_until_refused("kept", "thrift", |q, item| {
+        match t.put(q.into(), vec![item.as_bytes().to_vec()], 0) {
+            Ok(1) => Ok(()),
+            Ok(n) => Err(format!("accepted {n}")),
+            Err(e) => Err(message(e)),
+        }
+    });
+    assert_eq!(refusal, NO_SPACE);
+    acked.extend(more);
+
+    // Confirms and aborts work on the full disk, in every protocol.
+    assert_eq!(t.confirm("kept".into(), [ids[0]].into()).unwrap(), 1);
+    assert_eq!(t.abort("kept".into(), [ids[1]].into()).unwrap(), 1);
+    assert_eq!(c.ask("get kept/close"), "END");
+    x.send("confirm kept 1\n");
+    assert_eq!(x.line(), "+1");
+    assert_eq!(stat(&mut c, "queue_kept_open_transactions"), Some(0));
+
+    // Space freed: puts succeed again in every protocol, no restart.
+    assert_eq!(c.ask("delete fill"), "DELETED");
+    eventually("puts accepted again", || {
+        set(&mut c, "kept", "mc-after") == "STORED"
+    });
+    x.send("put kept:\ntext-after\n\n");
+    assert_eq!(x.line(), "+1");
+    assert_eq!(
+        t.put("kept".into(), vec![b"thrift-after".to_vec()], 0)
+            .unwrap(),
+        1
+    );
+    // The aborted k1 is back at the head, k4 was never read; the refused
+    // items are nowhere.
+    let mut expected: Vec<String> = vec!["k1".into(), "k4".into()];
+    expected.extend(acked);
+    expected.extend(["mc-after", "text-after", "thrift-after"].map(String::from));
+    assert_eq!(drain(&server, "kept"), expected);
+    assert!(server.stop().success());
+}
