@@ -37,7 +37,8 @@ class Server:
         )
         self.log = []
         self._lines = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
+        self._pump_thread = threading.Thread(target=self._pump, daemon=True)
+        self._pump_thread.start()
         self.addrs = {}
         while True:
             try:
@@ -91,6 +92,8 @@ class Server:
         return self.addrs["text"]
 
     def stop(self):
+        """Stops the server, then fails the test if its log holds a panic:
+        a panicking task can go unnoticed by every client-side assertion."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -98,6 +101,9 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self._pump_thread.join(timeout=10)
+        panics = [line for line in self.log if "panicked" in line]
+        assert not panics, "kestrel panicked:\n" + "\n".join(self.log)
 
 
 class ThriftClient:
