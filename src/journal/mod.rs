@@ -21,11 +21,13 @@
 //! happens and tells the journal, under the queue's lock.
 
 mod activity;
-mod checkpoint;
+#[doc(hidden)] // public for the fuzz targets only
+pub mod checkpoint;
 pub mod disk;
 mod files;
 mod io;
-mod record;
+#[doc(hidden)] // public for the fuzz targets only
+pub mod record;
 mod runs;
 mod segment;
 mod state;
