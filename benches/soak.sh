@@ -8,7 +8,10 @@
 #   benches/soak.sh [--duration SECONDS] [--baseline-items N] [--no-lock] [soak.py run options]
 #
 # --duration (default 60) sizes the flood under hostile load: about that many
-# seconds at the rate measured alone; the whole run takes about twice that.
+# seconds at the rate measured alone; the whole run takes half as long again,
+# plus the build. Other options (--idle, --drippers, --headers,
+# --drip-interval, --server-env NAME=VALUE, --json FILE; paths are relative to
+# the repository root): `python3 benches/soak.py run --help`.
 # The run is CPU-heavy on a shared machine, so it holds /tmp/kestrel-cargo.lock
 # for the build and the run; --no-lock is for a caller that holds it already
 # (wrapping this script in `flock` on the same file would wait forever).
@@ -19,7 +22,7 @@ args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-lock) lock=0; shift ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) args+=("$1"); shift ;;
   esac
 done
