@@ -216,9 +216,12 @@ impl Server {
     }
 }
 
-/// What the Rust runtime (and the server's own thread supervision) writes
-/// when a thread panics.
-const PANIC: &str = "panicked";
+/// Whether `line` is what the runtime's panic hook writes for a thread
+/// that panics (`thread 'NAME' (TID) panicked at FILE:LINE:COL:`), as
+/// opposed to a log line that merely names a queue "panicked".
+fn is_panic(line: &str) -> bool {
+    line.starts_with("thread '") && line.contains(" panicked at ")
+}
 
 impl Drop for Server {
     /// Kills the server, then fails the test if its log holds a panic: a
@@ -235,7 +238,7 @@ impl Drop for Server {
         }
         let log = self.log.lock().unwrap();
         assert!(
-            !log.iter().any(|l| l.contains(PANIC)),
+            !log.iter().any(|l| is_panic(l)),
             "the server panicked; log:\n{}",
             log.join("\n")
         );

@@ -102,7 +102,9 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         self._pump_thread.join(timeout=10)
-        panics = [line for line in self.log if "panicked" in line]
+        # The runtime's panic hook: "thread 'NAME' (TID) panicked at FILE:LINE:COL:".
+        panics = [line for line in self.log
+                  if line.startswith("thread '") and " panicked at " in line]
         assert not panics, "kestrel panicked:\n" + "\n".join(self.log)
 
 
