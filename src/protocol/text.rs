@@ -157,15 +157,19 @@ impl Decoder for TextCodec {
                 continue;
             }
             let limit = self.line_limit();
-            let window = &buf[..buf.len().min(limit + 1)];
+            // The limit counts the line without its ending, LF or CRLF: the
+            // window holds `limit` bytes, a `\r` and the `\n`.
+            let window = &buf[..buf.len().min(limit + 2)];
+            let crlf_at_limit = window.get(limit) == Some(&b'\r');
             let from = self.scanned.min(window.len());
             let Some(end) = window[from..]
                 .iter()
                 .position(|&b| b == b'\n')
                 .map(|i| from + i)
+                .filter(|&end| end <= limit || crlf_at_limit)
             else {
                 self.scanned = window.len();
-                if buf.len() <= limit {
+                if buf.len() <= limit || (buf.len() == limit + 1 && crlf_at_limit) {
                     return Ok(None);
                 }
                 self.scanned = 0;
@@ -544,6 +548,43 @@ mod tests {
 
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn the_line_limits_count_the_line_without_its_crlf() {
+        // Found by the text fuzz target: an item of exactly max_item bytes
+        // was stored when it ended in LF and refused when it ended in CRLF.
+        let item = "i".repeat(32);
+        for end in ["\n", "\r\n"] {
+            let input = format!("put q:{end}{item}{end}{end}");
+            assert_eq!(
+                decode_all(input.as_bytes()),
+                [Frame::Request(Request::Put {
+                    queue: "q".into(),
+                    expiry: Expiry::Never,
+                    items: vec![b(&item)],
+                })],
+                "{end:?}"
+            );
+        }
+        let long = format!("put q:\r\n{item}i\r\n\r\nversion\r\n");
+        assert_eq!(
+            decode_all(long.as_bytes()),
+            [
+                Frame::Error("Item longer than 32 bytes.".into()),
+                Frame::Request(Request::Version)
+            ]
+        );
+        let line = format!("get {}\r\n", "q".repeat(60));
+        assert!(matches!(
+            &decode_all(line.as_bytes())[..],
+            [Frame::Request(Request::Get { .. })]
+        ));
+        let line = format!("get {}\r\n", "q".repeat(61));
+        assert_eq!(
+            decode_all(line.as_bytes()),
+            [Frame::Error("Line longer than 64 bytes.".into())]
+        );
     }
 
     #[test]
