@@ -131,62 +131,50 @@ class Hostile:
         except OSError:
             self.counts["idle_closed_by_server"] += 1
 
-    async def drip(self, first_connected):
+    async def reconnecting(self, target, session, started, closed_key):
+        """Runs `session` on a connection to `target`, and again on a new one
+        each time the server closes it, until the clients leave; `started` is
+        called once, when the first connection is up."""
+        while not self.stopping:
+            try:
+                s = await self.open(target)
+            except OSError:
+                await asyncio.sleep(0.1)
+                continue
+            if started:
+                started()
+                started = None
+            try:
+                await session(s)
+            except OSError:
+                pass
+            finally:
+                self.close(s)
+            if not self.stopping:
+                self.counts[closed_key] += 1
+
+    async def drip(self, s):
         """Sends a whole memcache set one byte per interval, reads the reply,
-        and starts again; reconnects when the server closes the connection."""
+        and starts again."""
         request = f"set {DRIP_QUEUE} 0 0 1\r\nx\r\n".encode()
         interval = self.args.drip_interval
-        connected = False
+        # Spread the drippers over the interval so the server sees a steady
+        # trickle rather than a thousand bytes at once.
+        await asyncio.sleep(random.uniform(0, interval))
         while not self.stopping:
-            try:
-                s = await self.open(self.mc)
-            except OSError:
-                await asyncio.sleep(0.1)
-                continue
-            if not connected:
-                connected = True
-                first_connected()
-            # Spread the drippers over the interval so the server sees a
-            # steady trickle rather than a thousand bytes at once.
-            await asyncio.sleep(random.uniform(0, interval))
-            try:
-                while not self.stopping:
-                    for i in range(len(request)):
-                        await self.loop.sock_sendall(s, request[i:i + 1])
-                        await asyncio.sleep(interval)
-                    reply = await self.recv_line(s)
-                    key = "drip_stored" if reply == b"STORED\r\n" else "drip_other_reply"
-                    self.counts[key] += 1
-            except OSError:
-                if not self.stopping:
-                    self.counts["drip_closed_by_server"] += 1
-            finally:
-                self.close(s)
+            for i in range(len(request)):
+                await self.loop.sock_sendall(s, request[i:i + 1])
+                await asyncio.sleep(interval)
+            reply = await self.recv_line(s)
+            self.counts["drip_stored" if reply == b"STORED\r\n" else "drip_other_reply"] += 1
 
-    async def header(self, first_sent):
-        """Promises a large Thrift frame and sends nothing more; when the
-        server gives up on it (request_timeout), does it again."""
-        sent_once = False
-        while not self.stopping:
-            try:
-                s = await self.open(self.th)
-            except OSError:
-                await asyncio.sleep(0.1)
-                continue
-            try:
-                await self.loop.sock_sendall(s, struct.pack(">I", HEADER_PROMISE))
-                self.counts["header_sent"] += 1
-                if not sent_once:
-                    sent_once = True
-                    first_sent()
-                while await self.loop.sock_recv(s, 4096):
-                    pass  # a Thrift server has nothing to say to half a frame
-                self.counts["header_closed_by_server"] += 1
-            except OSError:
-                if not self.stopping:
-                    self.counts["header_closed_by_server"] += 1
-            finally:
-                self.close(s)
+    async def header(self, s):
+        """Promises a large Thrift frame and sends nothing more, until the
+        server gives up on it (request_timeout)."""
+        await self.loop.sock_sendall(s, struct.pack(">I", HEADER_PROMISE))
+        self.counts["header_sent"] += 1
+        while await self.loop.sock_recv(s, 4096):
+            pass  # a Thrift server has nothing to say to half a frame
 
     async def deaf(self, started):
         """Pipelines 4 KiB sets and gets and never reads a reply, so the
@@ -222,13 +210,14 @@ class Hostile:
         idle = await asyncio.gather(*(self.idle() for _ in range(a.idle)))
         watchers = [asyncio.ensure_future(self.watch_idle(s)) for s in idle]
         log(f"hostile: {len(idle)} idle connections in {time.monotonic() - t0:.1f} s")
-        tasks = [asyncio.ensure_future(self.drip(started("drip"))) for _ in range(a.drippers)]
-        tasks += [asyncio.ensure_future(self.header(started("header"))) for _ in range(a.headers)]
+        tasks = [asyncio.ensure_future(self.reconnecting(self.mc, self.drip, started("drip"),
+                                                         "drip_closed_by_server"))
+                 for _ in range(a.drippers)]
+        tasks += [asyncio.ensure_future(self.reconnecting(self.th, self.header, started("header"),
+                                                          "header_closed_by_server"))
+                  for _ in range(a.headers)]
         tasks.append(asyncio.ensure_future(self.deaf(started("deaf"))))
-        if a.drippers or a.headers:
-            await all_started.wait()
-        else:
-            started("deaf")()
+        await all_started.wait()
         report({"ready": time.monotonic() - t0, "connections": len(self.socks)})
         # Wait for "leave" (or the parent going away: end of input).
         await self.loop.run_in_executor(None, sys.stdin.readline)
