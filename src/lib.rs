@@ -17,3 +17,6 @@ pub mod server;
 pub mod service;
 pub mod stats;
 pub mod status;
+
+#[cfg(test)]
+mod model_tests;

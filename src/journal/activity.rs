@@ -71,6 +71,15 @@ impl Journals {
         dirty
     }
 
+    /// Lets go of the journals listed, without writing what they hold: a
+    /// listed journal holds these lists (through its `Arc<Journals>`), so a
+    /// server dropped with work pending would otherwise never free them nor
+    /// close their files.
+    pub fn abandon(&self) {
+        lock(&self.unsynced).clear();
+        lock(&self.restless).clear();
+    }
+
     /// Takes the queues that asked for maintenance since the last call. The
     /// caller keeps each until its journal is at rest.
     pub fn take_restless(&self) -> Vec<Arc<str>> {

@@ -269,7 +269,6 @@ fn rewrite(
     id: u64,
     live: &runs::Runs,
 ) -> std::io::Result<Reclaimed> {
-    use std::io::Write;
     let mut reader = Reader::open(files, journal, dir, id, 0)?;
     let mut out = BytesMut::new();
     let mut adds: Option<(u64, u64)> = None;
@@ -688,8 +687,11 @@ impl Journal {
             self.io.write_now();
         }
         match Reader::open(self.journals.files(), self.id, &self.dir, id, 0) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && id >= self.active => {
-                // Nothing was ever written to it: an empty reader.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Nothing was ever written to it: the active segment before
+                // its first write, or an older one whose every write failed
+                // (a batch that failed in the segment before it). An empty
+                // reader: what the log says is in it was never stored.
                 fs::File::create(segment::path(&self.dir, id))?;
                 Reader::open(self.journals.files(), self.id, &self.dir, id, 0)
             }

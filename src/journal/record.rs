@@ -30,6 +30,7 @@ const REMOVE: u8 = 2;
 const OPEN: u8 = 3;
 const ABORT: u8 = 4;
 const FLUSH: u8 = 5;
+const FLUSH_KEEPING: u8 = 6;
 const NO_EXPIRY: i64 = i64::MIN;
 
 /// One journal record.
@@ -52,8 +53,15 @@ pub enum Record {
     Abort {
         seq: u64,
     },
+    /// Everything put before `below` is gone, but for the reads open at the
+    /// time. `keep` lists those (sequence number and size), so that replay
+    /// does not depend on their OPEN records having reached the disk (a
+    /// failed write may have lost one; a crash may have left stale ones);
+    /// `None` in journals written before it did, where replay spares
+    /// whatever its OPEN records say is open.
     Flush {
         below: u64,
+        keep: Option<Vec<(u64, u32)>>,
     },
 }
 
@@ -90,9 +98,21 @@ impl Record {
                 out.put_u8(ABORT);
                 out.put_u64_le(*seq);
             }
-            Record::Flush { below } => {
+            Record::Flush { below, keep: None } => {
                 out.put_u8(FLUSH);
                 out.put_u64_le(*below);
+            }
+            Record::Flush {
+                below,
+                keep: Some(keep),
+            } => {
+                out.reserve(9 + 12 * keep.len());
+                out.put_u8(FLUSH_KEEPING);
+                out.put_u64_le(*below);
+                for &(seq, size) in keep {
+                    out.put_u64_le(seq);
+                    out.put_u32_le(size);
+                }
             }
         }
         let len = (out.len() - start - HEADER) as u32;
@@ -109,7 +129,7 @@ impl Record {
             | Record::Remove { seq, .. }
             | Record::Open { seq, .. }
             | Record::Abort { seq } => *seq,
-            Record::Flush { below } => *below,
+            Record::Flush { below, .. } => *below,
         }
     }
 }
@@ -201,7 +221,30 @@ fn parse_body(mut body: &[u8]) -> Option<Record> {
             if kind == ABORT {
                 Record::Abort { seq: n }
             } else {
-                Record::Flush { below: n }
+                Record::Flush {
+                    below: n,
+                    keep: None,
+                }
+            }
+        }
+        FLUSH_KEEPING => {
+            need(8, body)?;
+            let below = body.get_u64_le();
+            if body.len() % 12 != 0 {
+                return None;
+            }
+            // Sized by the bytes that are there, not by anything they say.
+            let mut keep = Vec::with_capacity(body.len() / 12);
+            while !body.is_empty() {
+                let (seq, size) = (body.get_u64_le(), body.get_u32_le());
+                if seq >= below {
+                    return None;
+                }
+                keep.push((seq, size));
+            }
+            Record::Flush {
+                below,
+                keep: Some(keep),
             }
         }
         _ => return None,
@@ -229,7 +272,18 @@ mod tests {
             Record::Remove { seq: 1, size: 5 },
             Record::Open { seq: 2, size: 0 },
             Record::Abort { seq: 2 },
-            Record::Flush { below: 3 },
+            Record::Flush {
+                below: 3,
+                keep: None,
+            },
+            Record::Flush {
+                below: 9,
+                keep: Some(vec![(2, 0), (5, 7)]),
+            },
+            Record::Flush {
+                below: 9,
+                keep: Some(Vec::new()),
+            },
         ]
     }
 

@@ -140,14 +140,24 @@ impl LogState {
             Record::Abort { seq } => {
                 self.open.remove(seq);
             }
-            Record::Flush { below } => {
-                // Everything under `below` goes but open items.
+            Record::Flush { below, keep } => {
+                // Everything under `below` goes but the reads open then:
+                // those the record lists, or (older journals) those the
+                // OPEN records say.
+                let open: Vec<(u64, u32)> = match keep {
+                    Some(keep) => keep
+                        .iter()
+                        .filter(|(seq, _)| self.live.contains(*seq))
+                        .copied()
+                        .collect(),
+                    None => self.open.iter().map(|(&s, &z)| (s, z)).collect(),
+                };
                 self.live.remove_below(*below);
                 for s in self.segments.values_mut() {
                     s.live_bytes = 0;
                 }
                 self.live_bytes = 0;
-                let open: Vec<(u64, u32)> = self.open.iter().map(|(&s, &z)| (s, z)).collect();
+                self.open = open.iter().copied().collect();
                 for (seq, size) in open {
                     self.live.insert(seq);
                     self.live_bytes += u64::from(size);
@@ -226,7 +236,14 @@ mod tests {
         s.apply(&Record::Open { seq: 1, size: 10 }, 2, 20);
         s.apply(&Record::Remove { seq: 2, size: 20 }, 2, 20);
         assert_eq!(s.segments[&1].live_bytes, len(10));
-        s.apply(&Record::Flush { below: 4 }, 2, 16);
+        s.apply(
+            &Record::Flush {
+                below: 4,
+                keep: None,
+            },
+            2,
+            16,
+        );
         // Only the open item survives a flush.
         assert_eq!(s.live.runs().collect::<Vec<_>>(), [(1, 2)]);
         assert_eq!(s.live_bytes, 10);
@@ -237,5 +254,27 @@ mod tests {
         s.apply(&Record::Remove { seq: 1, size: 10 }, 2, 20);
         assert_eq!(s.live.len(), 0);
         assert_eq!(s.segments[&1].live_bytes, 0);
+    }
+
+    #[test]
+    fn a_flush_keeps_the_reads_it_lists_whatever_the_open_records_say() {
+        let mut s = LogState::new(0);
+        for seq in 1..=3 {
+            s.apply(&add(seq, 10), 1, (ADD_OVERHEAD + 10) as u64);
+        }
+        // A stale OPEN (rolled back by a restart since) and a missing one
+        // (its write failed): the list alone decides.
+        s.apply(&Record::Open { seq: 1, size: 10 }, 1, 20);
+        s.apply(
+            &Record::Flush {
+                below: 4,
+                keep: Some(vec![(2, 10)]),
+            },
+            1,
+            30,
+        );
+        assert_eq!(s.live.runs().collect::<Vec<_>>(), [(2, 3)]);
+        assert_eq!(s.live_bytes, 10);
+        assert_eq!(s.open.keys().copied().collect::<Vec<_>>(), [2]);
     }
 }

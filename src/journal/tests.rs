@@ -264,7 +264,14 @@ async fn consumed_segments_are_deleted_and_sparse_ones_rewritten() {
     let got = live_seqs(&mut j);
     assert_eq!(got.len(), 20);
     // A flush makes everything reclaimable.
-    append_all(&mut j, [Record::Flush { below: 201 }]).await;
+    append_all(
+        &mut j,
+        [Record::Flush {
+            below: 201,
+            keep: Some(Vec::new()),
+        }],
+    )
+    .await;
     maintain(&mut j);
     maintain(&mut j);
     assert!(

@@ -107,6 +107,12 @@ fn lock_err<T>(r: Result<T, std::sync::PoisonError<T>>) -> T {
     r.unwrap_or_else(|e| e.into_inner())
 }
 
+impl Drop for QueueCollection {
+    fn drop(&mut self) {
+        self.journals.abandon();
+    }
+}
+
 impl QueueCollection {
     /// Opens the queues journaled under `data_dir`, recovering each; a queue
     /// whose journal cannot be opened is logged and refused, and does not stop

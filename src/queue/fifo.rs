@@ -729,7 +729,15 @@ impl Queue {
         store.counters.total_flushes += 1;
         let below = store.next_seq;
         if !replaced {
-            store.log(Record::Flush { below });
+            let keep = store
+                .open
+                .values()
+                .map(|item| (item.seq, item.size() as u32))
+                .collect();
+            store.log(Record::Flush {
+                below,
+                keep: Some(keep),
+            });
         }
         let ack = st.store.ack.take();
         drop(st);
