@@ -20,8 +20,9 @@
 //! appear, but only whole, only once, and never before what it was put after
 //! in a way the rules above forbid.
 //!
-//! `KESTREL_MODEL_CASES` sets the number of cases (default 64, about a
-//! minute in a debug build); docs/testing.md gives the long settings.
+//! `KESTREL_MODEL_CASES` (default 256) and `KESTREL_MODEL_STEPS` (most steps
+//! in a case, default 100) size a run: the defaults take seconds in a debug
+//! build; docs/testing.md gives the long settings.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -830,14 +831,14 @@ fn cases() -> u32 {
     std::env::var("KESTREL_MODEL_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(64)
+        .unwrap_or(256)
 }
 
 fn max_steps() -> usize {
     std::env::var("KESTREL_MODEL_STEPS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(60)
+        .unwrap_or(100)
 }
 
 proptest! {

@@ -3,12 +3,15 @@
 # (under target/, never committed), one target at a time; stops at the first
 # crash. Used by .ci/run (briefly) and for the long campaign.
 #
-#   tests/fuzz/run.sh [--seconds N | --runs N] [--chunk S] [target...]
+#   tests/fuzz/run.sh [--seconds N | --runs N] [--chunk S] [--sanitizer S] [target...]
 #
 #   --seconds N  run each target for N seconds (default 20)
 #   --runs N     run each target until it has executed N inputs, in chunks of
 #                at most --chunk seconds (default 540), each resuming from the
 #                corpus the previous one grew
+#   --sanitizer S  address (default: catches any out-of-bounds access and
+#                enforces -malloc_limit_mb) or none (several times the
+#                executions per second; the RSS limit still holds)
 #   target...    default: every target in fuzz_targets/
 #
 # With FUZZ_LOCK=FILE, every build and chunk runs under `flock FILE`, so a
@@ -17,13 +20,14 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-seconds=20 runs="" chunk=540 targets=()
+seconds=20 runs="" chunk=540 sanitizer=address targets=()
 while (($#)); do
     case "$1" in
     --seconds) seconds="$2"; shift 2 ;;
     --runs) runs="$2"; shift 2 ;;
     --chunk) chunk="$2"; shift 2 ;;
-    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+    --sanitizer) sanitizer="$2"; shift 2 ;;
+    -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) targets+=("$1"); shift ;;
     esac
@@ -37,7 +41,7 @@ locked() {
 }
 
 export RUSTC_BOOTSTRAP=1
-locked cargo fuzz build --fuzz-dir . >&2
+locked cargo fuzz build --fuzz-dir . --sanitizer "$sanitizer" >&2
 bin=target/x86_64-unknown-linux-gnu/release
 
 # A tight allocation bound: a buffer sized from a length on the wire or on
