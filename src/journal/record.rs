@@ -230,7 +230,7 @@ fn parse_body(mut body: &[u8]) -> Option<Record> {
         FLUSH_KEEPING => {
             need(8, body)?;
             let below = body.get_u64_le();
-            if body.len() % 12 != 0 {
+            if !body.len().is_multiple_of(12) {
                 return None;
             }
             // Sized by the bytes that are there, not by anything they say.
