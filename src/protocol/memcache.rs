@@ -159,9 +159,16 @@ impl Decoder for McCodec {
         loop {
             match &mut self.state {
                 State::Line => {
-                    let window = &buf[..buf.len().min(self.max_line + 1)];
-                    let Some(end) = window.iter().position(|&b| b == b'\n') else {
-                        if buf.len() > self.max_line {
+                    // The limit counts the line without its ending, LF or
+                    // CRLF: the window holds `max_line` bytes, a `\r` and the `\n`.
+                    let window = &buf[..buf.len().min(self.max_line + 2)];
+                    let crlf_at_limit = window.get(self.max_line) == Some(&b'\r');
+                    let Some(end) = window
+                        .iter()
+                        .position(|&b| b == b'\n')
+                        .filter(|&end| end <= self.max_line || crlf_at_limit)
+                    else {
+                        if buf.len() > self.max_line + usize::from(crlf_at_limit) {
                             self.state = State::DiscardLine;
                             let reason = format!("line longer than {} bytes", self.max_line);
                             return Ok(Some(Frame::ClientError(reason)));
@@ -695,6 +702,29 @@ mod tests {
                 }),
             ]
         );
+    }
+
+    #[test]
+    fn the_line_limit_counts_the_line_without_its_crlf() {
+        // Found by the memcache fuzz target: a line of exactly the limit was
+        // read when it ended in LF and refused when it ended in CRLF.
+        let line = format!("get {}", "q".repeat(60));
+        for end in ["\n", "\r\n"] {
+            assert_eq!(
+                request(&format!("{line}{end}")),
+                Request::Get {
+                    queue: "q".repeat(60),
+                    options: GetOptions::default()
+                },
+                "{end:?}"
+            );
+        }
+        let reason = client_error(&format!("{line}q\r\n"));
+        assert_eq!(reason, "line longer than 64 bytes");
+        // Waiting for the rest of a line at the limit is not refusing it.
+        let mut codec = McCodec::new(64, 1024);
+        let mut buf = BytesMut::from(format!("{line}\r").as_bytes());
+        assert_eq!(codec.decode(&mut buf).unwrap(), None);
     }
 
     #[test]
