@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Raw, Server, TKestrelSyncClient, binary, eventually, message, stat};
+use common::{Raw, Server, TKestrelSyncClient, binary, drain, eventually, message, stat};
 
 fn mc(server: &Server) -> Raw {
     Raw::connect(server.memcache.expect("memcache listener"))
@@ -19,22 +19,6 @@ fn mc(server: &Server) -> Raw {
 fn set(c: &mut Raw, queue: &str, data: &str) -> String {
     c.send(format!("set {queue} 0 0 {}\r\n{data}\r\n", data.len()));
     c.line()
-}
-
-/// Every item of `queue`, taken.
-fn drain(server: &Server, queue: &str) -> Vec<String> {
-    let mut c = server.client();
-    let mut out = Vec::new();
-    loop {
-        let got = c.get(queue.into(), 1000, 0, 0).unwrap();
-        if got.is_empty() {
-            return out;
-        }
-        out.extend(
-            got.into_iter()
-                .map(|i| String::from_utf8(i.data.unwrap()).unwrap()),
-        );
-    }
 }
 
 fn open_fds(pid: u32) -> usize {
@@ -335,21 +319,9 @@ fn a_big_batch_is_whole_and_in_order() {
 /// confirms keep working. The data directory is a small tmpfs of its own.
 #[test]
 fn flush_and_delete_free_space_on_a_full_disk() {
-    let mount = tempfile::tempdir().unwrap();
-    let status = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-        .arg(mount.path())
-        .status()
-        .unwrap();
-    assert!(status.success(), "this test mounts a tmpfs: run it as root");
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _unmount = Unmount(mount.path());
-    let data = mount.path().join("data");
+    let disk = SmallDisk::mount();
+    let mount = disk.0.path();
+    let data = mount.join("data");
     let server = Server::start_in(&data, &[]);
     let mut c = mc(&server);
     let item = "x".repeat(16 * 1024);
@@ -366,7 +338,7 @@ fn flush_and_delete_free_space_on_a_full_disk() {
     }
     assert!(stored > 10);
     let free = || {
-        let st = nix_statvfs(mount.path());
+        let st = nix_statvfs(mount);
         st.0 * st.1
     };
     let full = free();

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::kestrel_gen::Status;
-use common::{Raw, Server, TKestrelSyncClient, eventually, message, stat, stats};
+use common::{Raw, Server, TKestrelSyncClient, drain, eventually, message, stat, stats};
 
 /// Writes `toml` as the config file in a fresh directory.
 fn config(toml: &str) -> (tempfile::TempDir, PathBuf) {
@@ -416,22 +416,6 @@ fn a_stricter_status_waits_out_the_grace_period() {
     // Looser changes are immediate.
     assert_eq!(c.ask("status up"), "END");
     assert_eq!(c.ask("status"), "UP");
-}
-
-/// Every item `queue` has now, taken over Thrift.
-fn drain(server: &Server, queue: &str) -> Vec<String> {
-    let mut c = server.client();
-    let mut out = Vec::new();
-    loop {
-        let got = c.get(queue.into(), 1000, 0, 0).unwrap();
-        if got.is_empty() {
-            return out;
-        }
-        out.extend(
-            got.into_iter()
-                .map(|i| String::from_utf8(i.data.unwrap()).unwrap()),
-        );
-    }
 }
 
 /// configuration.md: with `expire_to_queue` the move is crash-safe (the

@@ -405,3 +405,19 @@ pub fn message(e: thrift::Error) -> String {
         other => panic!("expected an application exception, got {other:?}"),
     }
 }
+
+/// Every item `queue` has now, taken over Thrift, in order.
+pub fn drain(server: &Server, queue: &str) -> Vec<String> {
+    let mut c = server.client();
+    let mut out = Vec::new();
+    loop {
+        let got = c.get(queue.into(), 1000, 0, 0).unwrap();
+        if got.is_empty() {
+            return out;
+        }
+        out.extend(
+            got.into_iter()
+                .map(|i| String::from_utf8(i.data.unwrap()).unwrap()),
+        );
+    }
+}

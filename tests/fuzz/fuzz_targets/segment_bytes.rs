@@ -15,7 +15,9 @@
 
 use bytes::BytesMut;
 use kestrel::journal::Record;
-use kestrel_fuzz::{SEGMENT, fix_record_crcs, recover, scratch_dir, split_header};
+use kestrel_fuzz::{
+    SEGMENT, assert_recovers_the_same, fix_record_crcs, recover, scratch_dir, split_header,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -53,15 +55,5 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     // Something was cut: what remains must recover the same.
-    let (again, items_again, _) = recover(dir);
-    assert_eq!(
-        (again.next_seq, again.items, again.bytes, again.first_live),
-        (
-            recovery.next_seq,
-            recovery.items,
-            recovery.bytes,
-            recovery.first_live
-        )
-    );
-    assert_eq!(items_again, items, "a second recovery differs");
+    assert_recovers_the_same(dir, &recovery, &items);
 });

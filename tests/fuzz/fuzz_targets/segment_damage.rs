@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::{Bytes, BytesMut};
 use kestrel::journal::{Record, StoredItem};
-use kestrel_fuzz::{SEGMENT, recover, scratch_dir};
+use kestrel_fuzz::{SEGMENT, assert_recovers_the_same, recover, scratch_dir};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 
@@ -106,17 +106,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     // What recovery left of a damaged file recovers the same.
-    let (again, items_again, _) = recover(dir);
-    assert_eq!(
-        (again.next_seq, again.items, again.bytes, again.first_live),
-        (
-            recovery.next_seq,
-            recovery.items,
-            recovery.bytes,
-            recovery.first_live
-        )
-    );
-    assert_eq!(items_again, items, "a second recovery differs");
+    assert_recovers_the_same(dir, &recovery, &items);
 });
 
 /// Records as the engine writes them.

@@ -100,5 +100,20 @@ pub fn recover(
     (recovery, read.items, read.lost)
 }
 
+/// Recovers `dir` again and asserts it gives what the first recovery gave:
+/// whatever recovery cut from a damaged file, what it left is stable.
+pub fn assert_recovers_the_same(
+    dir: &Path,
+    first: &kestrel::journal::Recovery,
+    items: &[kestrel::journal::StoredItem],
+) {
+    let (again, items_again, _) = recover(dir);
+    assert_eq!(
+        (again.next_seq, again.items, again.bytes, again.first_live),
+        (first.next_seq, first.items, first.bytes, first.first_live)
+    );
+    assert_eq!(items_again, items, "a second recovery differs");
+}
+
 /// The name of segment 1's file.
 pub const SEGMENT: &str = "0000000000000001.log";
