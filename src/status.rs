@@ -168,15 +168,19 @@ mod tests {
     fn persists_and_waits_out_the_grace_period_for_stricter_changes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("status");
-        let keeper = StatusKeeper::load(path.clone(), ServerStatus::Up, Duration::from_millis(50));
-        assert_eq!(keeper.current(), ServerStatus::Up);
-        keeper.set(ServerStatus::ReadOnly).unwrap();
-        assert_eq!(keeper.current(), ServerStatus::Up);
+        // While a change waits (a grace period no test run outlasts)...
+        let waiting = StatusKeeper::load(path.clone(), ServerStatus::Up, Duration::from_secs(3600));
+        waiting.set(ServerStatus::ReadOnly).unwrap();
+        assert_eq!(waiting.current(), ServerStatus::Up);
         assert_eq!(
-            keeper.set(ServerStatus::Quiescent),
+            waiting.set(ServerStatus::Quiescent),
             Err(ChangePending(ServerStatus::ReadOnly))
         );
-        std::thread::sleep(Duration::from_millis(60)); // the grace period itself is under test
+        assert!(!path.exists(), "a pending change is not stored");
+        // ...and once its grace period is over, however late we look.
+        let keeper = StatusKeeper::load(path.clone(), ServerStatus::Up, Duration::from_millis(20));
+        keeper.set(ServerStatus::ReadOnly).unwrap();
+        std::thread::sleep(Duration::from_millis(30)); // the grace period itself is under test
         assert_eq!(keeper.current(), ServerStatus::ReadOnly);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "readonly\n");
         // Looser changes apply at once.
