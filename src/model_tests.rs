@@ -25,7 +25,6 @@
 //! build; docs/testing.md gives the long settings.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -220,7 +219,8 @@ struct Model {
 }
 
 impl Model {
-    fn new_ids(&mut self, sizes: &[usize], expiry: Option<(i64, i64)>, doubt: bool) -> Vec<Entry> {
+    /// Entries for a put of `sizes`, with ids of their own.
+    fn new_ids(&mut self, sizes: &[usize]) -> Vec<Entry> {
         sizes
             .iter()
             .map(|&size| {
@@ -228,8 +228,8 @@ impl Model {
                 Entry {
                     id: self.next_id,
                     size: size.max(8),
-                    expiry,
-                    doubt,
+                    expiry: None,
+                    doubt: false,
                 }
             })
             .collect()
@@ -330,12 +330,6 @@ struct Harness {
     rt: tokio::runtime::Runtime,
     life: Option<Life>,
     model: Model,
-}
-
-impl fmt::Debug for Harness {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Harness").field("mode", &self.mode).finish()
-    }
 }
 
 impl Harness {
@@ -593,27 +587,29 @@ impl Harness {
     /// was acknowledged.
     fn put(&mut self, queue: usize, sizes: &[usize], ttl: Ttl) -> Result<Vec<Entry>, String> {
         let t0 = now_ms();
-        let (expiry, window) = match ttl {
-            Ttl::Never => (Expiry::Never, None),
-            Ttl::Past => (Expiry::At(t0 - 1000), Some((t0 - 1000, t0 - 1000))),
-            Ttl::Soon => (Expiry::After(Duration::from_millis(1)), Some((t0 + 1, 0))),
-            Ttl::Later => (
-                Expiry::After(Duration::from_secs(3600)),
-                Some((t0 + 3_600_000, 0)),
-            ),
+        let after_ms = match ttl {
+            Ttl::Soon => 1,
+            Ttl::Later => 3_600_000,
+            Ttl::Never | Ttl::Past => 0,
         };
-        let entries = self.model.new_ids(sizes, None, false);
+        let expiry = match ttl {
+            Ttl::Never => Expiry::Never,
+            Ttl::Past => Expiry::At(t0 - 1000),
+            Ttl::Soon | Ttl::Later => Expiry::After(Duration::from_millis(after_ms as u64)),
+        };
+        let entries = self.model.new_ids(sizes);
         let items = entries.iter().map(|e| payload(e.id, e.size)).collect();
         let life = self.life.as_ref().expect("running");
         let result = self
             .rt
             .block_on(life.service.put(QUEUES[queue], items, expiry));
         let t1 = now_ms();
-        let expiry = window.map(|(earliest, latest)| match ttl {
-            Ttl::Past => (earliest, latest),
-            Ttl::Soon => (earliest, t1 + 1),
-            _ => (earliest, t1 + 3_600_000),
-        });
+        // The service stamps a relative expiry somewhere between t0 and t1.
+        let expiry = match ttl {
+            Ttl::Never => None,
+            Ttl::Past => Some((t0 - 1000, t0 - 1000)),
+            Ttl::Soon | Ttl::Later => Some((t0 + after_ms, t1 + after_ms)),
+        };
         let doubt = match result {
             Ok(n) if n == entries.len() => false,
             Ok(n) => return Err(format!("put accepted {n} of {} items", entries.len())),
