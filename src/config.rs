@@ -19,9 +19,27 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
-use crate::journal::{JournalConfig, SyncMode};
-use crate::queue::name;
-use crate::service::ServerStatus;
+use crate::name;
+use crate::status::ServerStatus;
+
+/// When an acknowledged record must be on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// fsync before the acknowledgement (shared by concurrent writers).
+    Always,
+    /// Acknowledge after the write to the OS; fsync dirty journals this often.
+    Every(Duration),
+    /// Acknowledge after the write to the OS; the OS decides when to flush.
+    Never,
+}
+
+/// How a queue's journal is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalConfig {
+    pub sync: SyncMode,
+    /// A segment is closed, and a new one started, once it reaches this size.
+    pub segment_size: u64,
+}
 
 /// Server-wide settings.
 #[derive(Debug, Clone)]

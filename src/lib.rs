@@ -5,11 +5,13 @@
 //! [`protocol`] adapter; adapters call the [`service::QueueService`] trait;
 //! the service runs on the [`queue`] engine.
 
+pub mod clock;
 pub mod config;
 pub mod data_dir;
 pub mod journal;
 pub mod logging;
 pub mod memory;
+pub mod name;
 pub mod offload;
 pub mod protocol;
 pub mod queue;

@@ -32,10 +32,10 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::now_ms;
+use crate::config::SyncMode;
 use crate::config::{QueueConfig, QueuesConfig, ServerConfig};
-use crate::journal::SyncMode;
 use crate::journal::disk::faults::{self, Fault, Op};
-use crate::queue::now_ms;
 use crate::service::{
     Expiry, GetRequest, Kestrel, QueueService, Read, ServiceError, Session, Transactions,
 };
@@ -710,7 +710,7 @@ impl Harness {
     fn check_stats(&mut self) -> Result<(), String> {
         let t = now_ms();
         for (q, name) in QUEUES.iter().enumerate() {
-            let snapshot = self.life().service.queues().get(name).map(|q| q.snapshot());
+            let snapshot = self.life().service.queues().get(name).map(|q| q.stats());
             let (items, bytes, open) =
                 snapshot.map_or((0, 0, 0), |s| (s.items, s.bytes, s.open_transactions));
             let ready = &self.model.queues[q];

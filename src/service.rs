@@ -18,14 +18,13 @@ use thiserror::Error;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::now_ms;
 use crate::config::ServerConfig;
 use crate::journal::Ack;
+use crate::name::NameError;
 use crate::offload;
-use crate::queue::{
-    AutoAbort, Capacity, NameError, Queue, QueueCollection, QueueError, QueueSnapshot, ReadKind,
-    now_ms,
-};
-use crate::stats::{self, Stats};
+use crate::queue::{AutoAbort, Capacity, Queue, QueueCollection, QueueError, ReadKind};
+use crate::stats::{self, QueueStats, ServerStats, Stats};
 use crate::status::{ChangePending, StatusKeeper};
 
 /// The version every protocol reports.
@@ -201,42 +200,6 @@ pub enum Transactions {
     Oldest(usize),
     /// Every read this session holds open on the queue.
     All,
-}
-
-/// A queue as reported by peek and stats.
-pub type QueueStats = QueueSnapshot;
-
-/// Everything `stats` reports.
-#[derive(Debug, Clone)]
-pub struct ServerStats {
-    pub uptime_secs: u64,
-    pub time_secs: u64,
-    pub version: &'static str,
-    pub curr_connections: u64,
-    pub total_connections: u64,
-    pub cmd_get: u64,
-    pub cmd_set: u64,
-    pub cmd_peek: u64,
-    pub get_hits: u64,
-    pub get_misses: u64,
-    pub bytes_read: u64,
-    pub bytes_written: u64,
-    pub rejected_connections: u64,
-    pub accept_errors: u64,
-    pub request_timeouts: u64,
-    pub protocol_errors: u64,
-    pub rejected_open_reads: u64,
-    pub total_items: u64,
-    pub queue_creates: u64,
-    pub queue_deletes: u64,
-    pub queue_expires: u64,
-    /// Queue creations refused at `max_queues`.
-    pub rejected_creates: u64,
-    /// Journal files held open now.
-    pub open_files: u64,
-    /// fsyncs of journal files and directories since the server started.
-    pub journal_fsyncs: u64,
-    pub queues: Vec<(Arc<str>, QueueStats)>,
 }
 
 /// The operations of a Kestrel queue server, independent of any wire format.
@@ -515,7 +478,7 @@ impl Kestrel {
         which: Transactions,
         apply: impl Fn(&Queue, &[u64]) -> (usize, Option<Ack>),
     ) -> Result<usize, ServiceError> {
-        crate::queue::name::validate(queue)?;
+        crate::name::validate(queue)?;
         let (count, ack) = match which {
             Transactions::Ids(ids) => self
                 .queues
@@ -704,12 +667,12 @@ impl QueueService for Kestrel {
         if self.queues.is_alias(queue) {
             return Ok(QueueStats::default());
         }
-        Ok(self.queues.get_or_create(queue)?.snapshot())
+        Ok(self.queues.get_or_create(queue)?.stats())
     }
 
     async fn flush(&self, queue: &str) -> Result<(), ServiceError> {
         self.check(Op::Write, "flush")?;
-        crate::queue::name::validate(queue)?;
+        crate::name::validate(queue)?;
         if self.queues.is_alias(queue) {
             return Ok(());
         }
@@ -731,7 +694,7 @@ impl QueueService for Kestrel {
         self.check(Op::Write, "flush_expired")?;
         let queues = match queue {
             Some(name) => {
-                crate::queue::name::validate(name)?;
+                crate::name::validate(name)?;
                 self.queues.get(name).into_iter().collect()
             }
             None => self.queues.all(),
@@ -745,7 +708,7 @@ impl QueueService for Kestrel {
 
     async fn delete(&self, queue: &str) -> Result<(), ServiceError> {
         self.check(Op::Write, "delete")?;
-        crate::queue::name::validate(queue)?;
+        crate::name::validate(queue)?;
         if self.queues.is_alias(queue) {
             return Ok(());
         }
@@ -793,7 +756,7 @@ impl QueueService for Kestrel {
                 .queues
                 .all()
                 .into_iter()
-                .map(|q| (q.name().clone(), q.snapshot()))
+                .map(|q| (q.name().clone(), q.stats()))
                 .collect(),
         }
     }

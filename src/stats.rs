@@ -1,10 +1,11 @@
 //! Server-wide counters. Every protocol adapter and the service update the
 //! same atomics, so `stats` over memcache and `peek` over Thrift agree.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use crate::service::{QueueStats, ServerStats};
+use bytes::Bytes;
 
 /// Live counters; cheap to bump from any task.
 #[derive(Debug)]
@@ -89,57 +90,69 @@ pub fn get(counter: &AtomicU64) -> u64 {
     counter.load(Ordering::Relaxed)
 }
 
-/// The server-wide stats, named and ordered as Kestrel's memcache `stats`.
-pub fn server_fields(s: &ServerStats) -> Vec<(&'static str, String)> {
-    let curr_items: u64 = s.queues.iter().map(|(_, q)| q.items).sum();
-    let bytes: u64 = s.queues.iter().map(|(_, q)| q.bytes).sum();
-    vec![
-        ("uptime", s.uptime_secs.to_string()),
-        ("time", s.time_secs.to_string()),
-        ("version", s.version.to_string()),
-        ("curr_items", curr_items.to_string()),
-        ("total_items", s.total_items.to_string()),
-        ("bytes", bytes.to_string()),
-        ("curr_connections", s.curr_connections.to_string()),
-        ("total_connections", s.total_connections.to_string()),
-        ("cmd_get", s.cmd_get.to_string()),
-        ("cmd_set", s.cmd_set.to_string()),
-        ("cmd_peek", s.cmd_peek.to_string()),
-        ("get_hits", s.get_hits.to_string()),
-        ("get_misses", s.get_misses.to_string()),
-        ("bytes_read", s.bytes_read.to_string()),
-        ("bytes_written", s.bytes_written.to_string()),
-        ("queue_creates", s.queue_creates.to_string()),
-        ("queue_deletes", s.queue_deletes.to_string()),
-        ("queue_expires", s.queue_expires.to_string()),
-        ("rejected_connections", s.rejected_connections.to_string()),
-        ("accept_errors", s.accept_errors.to_string()),
-        ("request_timeouts", s.request_timeouts.to_string()),
-        ("protocol_errors", s.protocol_errors.to_string()),
-        ("rejected_open_reads", s.rejected_open_reads.to_string()),
-        ("rejected_creates", s.rejected_creates.to_string()),
-        ("open_files", s.open_files.to_string()),
-        ("journal_fsyncs", s.journal_fsyncs.to_string()),
-    ]
+/// Everything `stats` reports.
+#[derive(Debug, Clone)]
+pub struct ServerStats {
+    pub uptime_secs: u64,
+    pub time_secs: u64,
+    pub version: &'static str,
+    pub curr_connections: u64,
+    pub total_connections: u64,
+    pub cmd_get: u64,
+    pub cmd_set: u64,
+    pub cmd_peek: u64,
+    pub get_hits: u64,
+    pub get_misses: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub rejected_connections: u64,
+    pub accept_errors: u64,
+    pub request_timeouts: u64,
+    pub protocol_errors: u64,
+    pub rejected_open_reads: u64,
+    pub total_items: u64,
+    pub queue_creates: u64,
+    pub queue_deletes: u64,
+    pub queue_expires: u64,
+    /// Queue creations refused at `max_queues`.
+    pub rejected_creates: u64,
+    /// Journal files held open now.
+    pub open_files: u64,
+    /// fsyncs of journal files and directories since the server started.
+    pub journal_fsyncs: u64,
+    pub queues: Vec<(Arc<str>, QueueStats)>,
 }
 
-/// One queue's stats, named and ordered as Kestrel's `queue_<name>_<stat>`.
-pub fn queue_fields(q: &QueueStats) -> [(&'static str, u64); 14] {
-    let c = &q.counters;
-    [
-        ("items", q.items),
-        ("bytes", q.bytes),
-        ("total_items", c.total_items),
-        ("logsize", q.journal_bytes),
-        ("expired_items", c.expired_items),
-        ("mem_items", q.mem_items),
-        ("mem_bytes", q.mem_bytes),
-        ("age", q.age_ms),
-        ("discarded", c.discarded),
-        ("waiters", q.waiters),
-        ("open_transactions", q.open_transactions),
-        ("transactions", c.transactions),
-        ("canceled_transactions", c.canceled_transactions),
-        ("total_flushes", c.total_flushes),
-    ]
+/// Counters of one queue, as reported by stats.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueCounters {
+    /// Items ever added.
+    pub total_items: u64,
+    /// Items dropped because they expired.
+    pub expired_items: u64,
+    /// Items dropped to make room (`discard_old_when_full`).
+    pub discarded: u64,
+    /// Items opened by reliable reads.
+    pub transactions: u64,
+    /// Open items put back (aborted, timed out, or their reader disconnected).
+    pub canceled_transactions: u64,
+    /// Times the queue was flushed.
+    pub total_flushes: u64,
+}
+
+/// One queue, as peek and stats report it: a consistent snapshot taken
+/// under the queue's lock.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub head: Option<Bytes>,
+    pub items: u64,
+    pub bytes: u64,
+    pub mem_items: u64,
+    pub mem_bytes: u64,
+    pub age_ms: u64,
+    /// Bytes of the queue's journal on disk (0 for a memory-only queue).
+    pub journal_bytes: u64,
+    pub waiters: u64,
+    pub open_transactions: u64,
+    pub counters: QueueCounters,
 }

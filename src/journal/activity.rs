@@ -10,13 +10,20 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::files::Files;
-use super::io::JournalIo;
+
+/// A journal with records to write or fsync, as the background syncer sees
+/// it (the journal's writer, [`JournalIo`](super::io::JournalIo)).
+pub(super) trait Unsynced: Send + Sync {
+    /// Writes what is pending and fsyncs if due; whether something is left
+    /// to fsync later. The journal lists itself again if it still has work.
+    fn tick_listed(&self) -> bool;
+}
 
 /// The journals of one server.
 pub struct Journals {
     files: Arc<Files>,
     /// Journals with records to write or fsync, each listed once.
-    unsynced: Mutex<Vec<Arc<JournalIo>>>,
+    unsynced: Mutex<Vec<Arc<dyn Unsynced>>>,
     /// Queues whose journal wants maintenance, each listed once.
     restless: Mutex<Vec<Arc<str>>>,
     /// Rung when a checkpoint is due by size: sooner than the next pass.
@@ -51,7 +58,7 @@ impl Journals {
         self.wanted.notify_one();
     }
 
-    pub(super) fn list_unsynced(&self, io: Arc<JournalIo>) {
+    pub(super) fn list_unsynced(&self, io: Arc<dyn Unsynced>) {
         lock(&self.unsynced).push(io);
     }
 

@@ -14,27 +14,17 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::sync::watch;
 
-use super::activity::Journals;
+use super::activity::{Journals, Unsynced};
 use super::disk;
 use super::files::Key;
 use super::record::Record;
 use super::segment;
-
-/// When an acknowledged record must be on disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyncMode {
-    /// fsync before the acknowledgement (shared by concurrent writers).
-    Always,
-    /// Acknowledge after the write to the OS; fsync dirty journals this often.
-    Every(Duration),
-    /// Acknowledge after the write to the OS; the OS decides when to flush.
-    Never,
-}
+use crate::config::SyncMode;
 
 /// A write that failed: records in `(from, to]` (log positions) are not on disk.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -394,18 +384,6 @@ impl JournalIo {
         self.publish(w);
     }
 
-    /// The syncer's visit to a listed journal: takes it off the list first,
-    /// so that a record appended meanwhile lists it again, and puts it back
-    /// if something is left to fsync. Returns whether it was put back.
-    pub(super) fn tick_listed(&self) -> bool {
-        self.listed.store(false, Ordering::Release);
-        let dirty = self.tick();
-        if dirty {
-            self.list();
-        }
-        dirty
-    }
-
     /// Background duty: write what nobody waited for, and fsync when the
     /// interval has passed. Never blocks on a busy writer. Returns whether
     /// anything is left to fsync later.
@@ -430,10 +408,25 @@ impl JournalIo {
     }
 }
 
+impl Unsynced for JournalIo {
+    /// The syncer's visit to a listed journal: takes it off the list first,
+    /// so that a record appended meanwhile lists it again, and puts it back
+    /// if something is left to fsync. Returns whether it was put back.
+    fn tick_listed(&self) -> bool {
+        self.listed.store(false, Ordering::Release);
+        let dirty = self.tick();
+        if dirty {
+            self.list();
+        }
+        dirty
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use std::time::Duration;
 
     fn add(seq: u64) -> Record {
         Record::Add {

@@ -39,8 +39,10 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
+use crate::config::JournalConfig;
+
 pub use activity::Journals;
-pub use io::{JournalIo, SyncMode, WriteError};
+pub use io::{JournalIo, WriteError};
 pub use record::Record;
 
 use checkpoint::{Checkpoint, Position};
@@ -58,14 +60,6 @@ const CHECKPOINT_SEGMENTS: u64 = 2;
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(2);
 /// Recovery logs its progress every this many bytes replayed.
 const PROGRESS_EVERY: u64 = 64 * 1024 * 1024;
-
-/// How a queue's journal is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct JournalConfig {
-    pub sync: SyncMode,
-    /// A segment is closed, and a new one started, once it reaches this size.
-    pub segment_size: u64,
-}
 
 /// An item as the journal stores it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -366,7 +360,7 @@ impl Journal {
                 }
                 let first = on_disk.first().copied().unwrap_or(1);
                 (
-                    LogState::new(crate::queue::now_ms()),
+                    LogState::new(crate::clock::now_ms()),
                     Position {
                         segment: first,
                         offset: 0,

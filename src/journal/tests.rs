@@ -2,6 +2,7 @@
 //! reclamation.
 
 use super::*;
+use crate::config::SyncMode;
 use std::time::Duration;
 
 fn config(segment_size: u64) -> JournalConfig {

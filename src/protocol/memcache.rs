@@ -21,7 +21,7 @@ use super::connection::{Codec, Connection};
 use crate::service::{
     Expiry, GetRequest, QueueService, Read, ServerStatus, ServiceError, Transactions,
 };
-use crate::stats::{self, queue_fields, server_fields};
+use crate::stats::{self, QueueStats, ServerStats};
 
 /// Expiry times at or above this are absolute Unix times (memcache's rule).
 const ABSOLUTE_EXPIRY: i64 = 1_000_000;
@@ -389,6 +389,61 @@ fn parse_get(args: &[&[u8]]) -> Result<Request, String> {
         return Err("peek and abort cannot be combined".into());
     }
     Ok(Request::Get { queue, options })
+}
+
+/// The server-wide stats, named and ordered as Kestrel's memcache `stats`.
+fn server_fields(s: &ServerStats) -> Vec<(&'static str, String)> {
+    let curr_items: u64 = s.queues.iter().map(|(_, q)| q.items).sum();
+    let bytes: u64 = s.queues.iter().map(|(_, q)| q.bytes).sum();
+    vec![
+        ("uptime", s.uptime_secs.to_string()),
+        ("time", s.time_secs.to_string()),
+        ("version", s.version.to_string()),
+        ("curr_items", curr_items.to_string()),
+        ("total_items", s.total_items.to_string()),
+        ("bytes", bytes.to_string()),
+        ("curr_connections", s.curr_connections.to_string()),
+        ("total_connections", s.total_connections.to_string()),
+        ("cmd_get", s.cmd_get.to_string()),
+        ("cmd_set", s.cmd_set.to_string()),
+        ("cmd_peek", s.cmd_peek.to_string()),
+        ("get_hits", s.get_hits.to_string()),
+        ("get_misses", s.get_misses.to_string()),
+        ("bytes_read", s.bytes_read.to_string()),
+        ("bytes_written", s.bytes_written.to_string()),
+        ("queue_creates", s.queue_creates.to_string()),
+        ("queue_deletes", s.queue_deletes.to_string()),
+        ("queue_expires", s.queue_expires.to_string()),
+        ("rejected_connections", s.rejected_connections.to_string()),
+        ("accept_errors", s.accept_errors.to_string()),
+        ("request_timeouts", s.request_timeouts.to_string()),
+        ("protocol_errors", s.protocol_errors.to_string()),
+        ("rejected_open_reads", s.rejected_open_reads.to_string()),
+        ("rejected_creates", s.rejected_creates.to_string()),
+        ("open_files", s.open_files.to_string()),
+        ("journal_fsyncs", s.journal_fsyncs.to_string()),
+    ]
+}
+
+/// One queue's stats, named and ordered as Kestrel's `queue_<name>_<stat>`.
+fn queue_fields(q: &QueueStats) -> [(&'static str, u64); 14] {
+    let c = &q.counters;
+    [
+        ("items", q.items),
+        ("bytes", q.bytes),
+        ("total_items", c.total_items),
+        ("logsize", q.journal_bytes),
+        ("expired_items", c.expired_items),
+        ("mem_items", q.mem_items),
+        ("mem_bytes", q.mem_bytes),
+        ("age", q.age_ms),
+        ("discarded", c.discarded),
+        ("waiters", q.waiters),
+        ("open_transactions", q.open_transactions),
+        ("transactions", c.transactions),
+        ("canceled_transactions", c.canceled_transactions),
+        ("total_flushes", c.total_flushes),
+    ]
 }
 
 /// The one place a refused call becomes a memcache reply.

@@ -14,10 +14,10 @@ use bytes::Bytes;
 
 use super::dirs::{Found, QueueDirs};
 use super::fifo::{PutOutcome, Queue, XidSource};
-use super::item::now_ms;
-use super::name::{self, NameError};
-use crate::config::{QueueConfig, QueuesConfig};
-use crate::journal::{Ack, Journal, Journals, Recovery, SyncMode};
+use crate::clock::now_ms;
+use crate::config::{QueueConfig, QueuesConfig, SyncMode};
+use crate::journal::{Ack, Journal, Journals, Recovery};
+use crate::name::{self, NameError};
 
 /// Queue lifecycle counters since start.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

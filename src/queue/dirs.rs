@@ -27,7 +27,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::name;
+use crate::name;
 
 /// Suffix of a directory moved aside because its queue could not be identified.
 pub const UNREADABLE: &str = ".unreadable-";
@@ -219,7 +219,7 @@ impl QueueDirs {
 
     /// Moves a directory that cannot be identified out of the way.
     fn move_aside(&self, path: &Path) {
-        let secs = crate::queue::now_ms() / 1000;
+        let secs = crate::clock::now_ms() / 1000;
         let mut aside = path.as_os_str().to_owned();
         aside.push(format!("{UNREADABLE}{secs}"));
         let aside = PathBuf::from(aside);

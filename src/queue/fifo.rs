@@ -25,9 +25,11 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::item::{Item, now_ms};
+use super::item::Item;
+use crate::clock::now_ms;
 use crate::config::QueueConfig;
 use crate::journal::{Ack, Journal, Record, Recovery};
+use crate::stats::{QueueCounters, QueueStats};
 
 /// Most item bytes read back from the journal at a time.
 const REFILL_CHUNK: u64 = 1024 * 1024;
@@ -95,39 +97,6 @@ impl Default for XidSource {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// Counters of one queue, as reported by stats.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct QueueCounters {
-    /// Items ever added.
-    pub total_items: u64,
-    /// Items dropped because they expired.
-    pub expired_items: u64,
-    /// Items dropped to make room (`discard_old_when_full`).
-    pub discarded: u64,
-    /// Items opened by reliable reads.
-    pub transactions: u64,
-    /// Open items put back (aborted, timed out, or their reader disconnected).
-    pub canceled_transactions: u64,
-    /// Times the queue was flushed.
-    pub total_flushes: u64,
-}
-
-/// A consistent snapshot of one queue.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct QueueSnapshot {
-    pub head: Option<Bytes>,
-    pub items: u64,
-    pub bytes: u64,
-    pub mem_items: u64,
-    pub mem_bytes: u64,
-    pub age_ms: u64,
-    /// Bytes of the queue's journal on disk (0 for a memory-only queue).
-    pub journal_bytes: u64,
-    pub waiters: u64,
-    pub open_transactions: u64,
-    pub counters: QueueCounters,
 }
 
 /// Why a put stopped before its last item.
@@ -873,7 +842,7 @@ impl Queue {
     }
 
     /// The queue as stats and peek report it.
-    pub fn snapshot(&self) -> QueueSnapshot {
+    pub fn stats(&self) -> QueueStats {
         let now = now_ms();
         let mut st = self.lock();
         // Looking does not change the queue: expired items are skipped, not
@@ -881,7 +850,7 @@ impl Queue {
         st.store.refill();
         let head = st.store.ready.iter().find(|i| !i.is_expired(now)).cloned();
         let store = &st.store;
-        QueueSnapshot {
+        QueueStats {
             age_ms: head
                 .as_ref()
                 .map_or(0, |h| (now - h.added_ms).max(0) as u64),

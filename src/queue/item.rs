@@ -1,7 +1,6 @@
-//! One queued item and the wall clock that stamps it.
+//! One queued item.
 
 use bytes::Bytes;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// An item in a queue. `seq` orders it: a queue always hands out its
 /// lowest-sequence ready item first, so an aborted item, put back, is again
@@ -28,13 +27,4 @@ impl Item {
     pub fn size(&self) -> u64 {
         self.data.len() as u64
     }
-}
-
-/// Milliseconds since the Unix epoch: item times are wall-clock times because
-/// clients give absolute expiry times and journals outlive the process.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

@@ -6,13 +6,9 @@ mod collection;
 pub mod dirs;
 mod fifo;
 mod item;
-pub mod name;
 mod reaper;
 
 pub use collection::{Capacity, Delivery, Lifecycle, Placed, QueueCollection, QueueError};
-pub use fifo::{
-    PutOutcome, Queue, QueueCounters, QueueSnapshot, ReadKind, Refusal, Taken, XidSource,
-};
-pub use item::{Item, now_ms};
-pub use name::NameError;
+pub use fifo::{PutOutcome, Queue, ReadKind, Refusal, Taken, XidSource};
+pub use item::Item;
 pub use reaper::AutoAbort;

@@ -1,5 +1,6 @@
 use super::*;
-use crate::journal::{JournalConfig, Journals, SyncMode};
+use crate::config::{JournalConfig, SyncMode};
+use crate::journal::Journals;
 use std::time::Duration;
 
 fn queue() -> Arc<Queue> {
@@ -48,12 +49,12 @@ async fn abort_returns_items_to_head_in_order() {
     let opened = get(&q, 2, ReadKind::Open).await;
     let xids: Vec<u64> = opened.iter().map(|t| t.xid.unwrap()).collect();
     assert_ne!(xids[0], xids[1]);
-    assert_eq!(q.snapshot().open_transactions, 2);
+    assert_eq!(q.stats().open_transactions, 2);
     // Abort in reverse: put order is kept anyway.
     assert_eq!(q.abort(&[xids[1]]).0, 1);
     assert_eq!(q.abort(&[xids[0], 12345]).0, 1);
     assert_eq!(data(&get(&q, 3, ReadKind::Take).await), ["a", "b", "c"]);
-    assert_eq!(q.snapshot().counters.canceled_transactions, 2);
+    assert_eq!(q.stats().counters.canceled_transactions, 2);
 }
 
 #[tokio::test]
@@ -79,7 +80,7 @@ async fn parked_readers_are_served_in_arrival_order() {
             q2.get(1, deadline, ReadKind::Take).await.0
         }));
         // Let the reader park before the next one arrives.
-        while q.snapshot().waiters < readers.len() as u64 {
+        while q.stats().waiters < readers.len() as u64 {
             tokio::task::yield_now().await;
         }
     }
@@ -91,7 +92,7 @@ async fn parked_readers_are_served_in_arrival_order() {
         got.extend(data(&taken));
     }
     assert_eq!(got, ["a", "b", "c"]);
-    let snap = q.snapshot();
+    let snap = q.stats();
     assert_eq!(
         (snap.waiters, snap.open_transactions, snap.items),
         (0, 0, 0)
@@ -108,7 +109,7 @@ async fn a_get_waits_until_deadline_for_the_whole_batch() {
         .await;
     assert_eq!(data(&got), ["a"]);
     assert!(Instant::now() >= start + Duration::from_millis(500));
-    assert_eq!(q.snapshot().waiters, 0);
+    assert_eq!(q.stats().waiters, 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -119,12 +120,12 @@ async fn a_dropped_reader_leaves_no_ghost_and_loses_nothing() {
     let q2 = q.clone();
     // Takes "a", then parks for a second item.
     let reader = tokio::spawn(async move { q2.get(2, deadline, ReadKind::Take).await.0 });
-    while q.snapshot().waiters == 0 {
+    while q.stats().waiters == 0 {
         tokio::task::yield_now().await;
     }
     reader.abort();
     assert!(reader.await.unwrap_err().is_cancelled());
-    let snap = q.snapshot();
+    let snap = q.stats();
     assert_eq!(
         (snap.waiters, snap.items, snap.open_transactions),
         (0, 1, 0)
@@ -139,7 +140,7 @@ async fn a_dropped_reader_aborts_items_handed_to_it() {
     let deadline = Some(Instant::now() + Duration::from_secs(10));
     let q2 = q.clone();
     let reader = tokio::spawn(async move { q2.get(1, deadline, ReadKind::Open).await.0 });
-    while q.snapshot().waiters == 0 {
+    while q.stats().waiters == 0 {
         tokio::task::yield_now().await;
     }
     // The put hands "a" to the parked reader, which is cancelled before it
@@ -147,7 +148,7 @@ async fn a_dropped_reader_aborts_items_handed_to_it() {
     reader.abort();
     put(&q, &["a"]);
     let _ = reader.await;
-    let snap = q.snapshot();
+    let snap = q.stats();
     assert_eq!((snap.items, snap.open_transactions), (1, 0));
 }
 
@@ -158,17 +159,17 @@ async fn peek_waiters_see_the_item_and_leave_it() {
     let q2 = q.clone();
     let peeker = tokio::spawn(async move { q2.get(1, deadline, ReadKind::Peek).await.0 });
     let q3 = q.clone();
-    while q.snapshot().waiters == 0 {
+    while q.stats().waiters == 0 {
         tokio::task::yield_now().await;
     }
     let taker = tokio::spawn(async move { q3.get(1, deadline, ReadKind::Take).await.0 });
-    while q.snapshot().waiters < 2 {
+    while q.stats().waiters < 2 {
         tokio::task::yield_now().await;
     }
     put(&q, &["a"]);
     assert_eq!(data(&peeker.await.unwrap()), ["a"]);
     assert_eq!(data(&taker.await.unwrap()), ["a"]);
-    assert_eq!(q.snapshot().items, 0);
+    assert_eq!(q.stats().items, 0);
 }
 
 #[tokio::test]
@@ -180,7 +181,7 @@ async fn expired_items_are_never_returned() {
     q.put([Bytes::from_static(b"old2")], Some(past)).unwrap();
     put(&q, &["newer"]);
     assert_eq!(data(&get(&q, 5, ReadKind::Take).await), ["new", "newer"]);
-    assert_eq!(q.snapshot().counters.expired_items, 2);
+    assert_eq!(q.stats().counters.expired_items, 2);
 }
 
 #[tokio::test]
@@ -191,7 +192,7 @@ async fn flush_expired_looks_past_the_head() {
         .unwrap();
     put(&q, &["live2"]);
     assert_eq!(q.expire(u64::MAX).count, 1);
-    let snap = q.snapshot();
+    let snap = q.stats();
     assert_eq!((snap.items, snap.bytes), (2, 9));
 }
 
@@ -220,7 +221,7 @@ async fn limits_refuse_or_discard() {
         ..config
     }));
     assert_eq!(put(&q, &["c"]).accepted, 1);
-    let snap = q.snapshot();
+    let snap = q.stats();
     assert_eq!((snap.items, snap.counters.discarded), (2, 1));
     assert_eq!(snap.head.as_deref(), Some(&b"b"[..]));
 }
@@ -274,7 +275,7 @@ async fn read_behind_keeps_memory_bounded_and_order_intact() {
     for i in 0..200 {
         put_acked(&q, &format!("item-{i:04}")).await;
     }
-    let snap = q.snapshot();
+    let snap = q.stats();
     assert_eq!(snap.items, 200);
     assert!(snap.mem_bytes <= 100, "{}", snap.mem_bytes);
     let mut got = Vec::new();
@@ -283,7 +284,7 @@ async fn read_behind_keeps_memory_bounded_and_order_intact() {
         if taken.is_empty() {
             break;
         }
-        assert!(q.snapshot().mem_bytes <= 100);
+        assert!(q.stats().mem_bytes <= 100);
         got.extend(data(&taken));
     }
     let want: Vec<String> = (0..200).map(|i| format!("item-{i:04}")).collect();
@@ -310,7 +311,7 @@ async fn recovery_restores_items_and_rolls_back_open_ones() {
         // "b" is still open when the process "dies".
     }
     let q = open_journaled(dir.path(), 1 << 20);
-    assert_eq!(q.snapshot().items, 2);
+    assert_eq!(q.stats().items, 2);
     assert_eq!(data(&get(&q, 10, ReadKind::Take).await), ["b", "d"]);
 }
 

@@ -86,7 +86,8 @@ pub fn recover(
     Vec<kestrel::journal::StoredItem>,
     u64,
 ) {
-    use kestrel::journal::{Journal, JournalConfig, Journals, SyncMode};
+    use kestrel::config::{JournalConfig, SyncMode};
+    use kestrel::journal::{Journal, Journals};
     let config = JournalConfig {
         sync: SyncMode::Never,
         segment_size: 1 << 20,

@@ -1,4 +1,5 @@
-//! Queue-name rules, checked once where a name enters the engine.
+//! Queue-name rules: checked where a name enters the engine, and where the
+//! configuration names a queue (so a bad section is refused at load).
 //!
 //! Names become journal paths and stats keys, and appear in memcache replies,
 //! so they are kept to something every layer can carry verbatim.
