@@ -2,7 +2,8 @@
 # and reading kestrel-bench results. Source it; it does not run anything.
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-cargo build --release --bins -q
+# The bench tool is a workspace member of its own: name both packages.
+cargo build --release --bins -q -p kestrel -p kestrel-bench
 K=$PWD/target/release/kestrel
 B=$PWD/target/release/kestrel-bench
 REPORT="python3 $PWD/benches/report.py"

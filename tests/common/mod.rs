@@ -1,9 +1,20 @@
 //! Test harness: runs the real `kestrel` binary on 127.0.0.1 with ephemeral
 //! ports and a temporary data directory, and connects real clients to it.
+//!
+//! One copy for the workspace: the server's integration tests have it as
+//! `mod common;`, the bench tool's tests as
+//! `#[path = "../../../tests/common/mod.rs"] mod common;`. So it depends on
+//! nothing of the server crate (only `thrift` and `tempfile`, which every one
+//! of those crates has), and finds the binary with [`binary`].
 
 #![allow(dead_code)]
 
-pub use kestrel::protocol::thrift::generated as kestrel_gen;
+/// The code `thrift --gen rs` generated from `idl/kestrel.thrift`, compiled
+/// into the tests as into the server, the client and the bench tool.
+#[path = "../../gen/rs/kestrel.rs"]
+#[allow(clippy::all, clippy::pedantic, dead_code, missing_docs)]
+#[rustfmt::skip]
+pub mod kestrel_gen;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
@@ -47,8 +58,55 @@ pub struct Server {
     log_reader: Option<std::thread::JoinHandle<()>>,
 }
 
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_kestrel")
+/// The `kestrel` binary under test. In the server package's own tests, the
+/// one cargo built for them; elsewhere `KESTREL_BIN` when set (as for the
+/// Python tests), else the workspace's build of the profile these tests were
+/// built with, found next to the test executable (`<target>/<profile>/deps/`)
+/// and built with `cargo build -p kestrel` first if it is not there. One that
+/// is there is used as it is (`cargo test --workspace` keeps it current);
+/// building it every time would rebuild it without the dev-dependencies'
+/// features, only for the next `cargo test` to rebuild it back.
+pub fn binary() -> PathBuf {
+    if let Some(bin) = option_env!("CARGO_BIN_EXE_kestrel") {
+        return bin.into();
+    }
+    if let Some(bin) = std::env::var_os("KESTREL_BIN") {
+        return bin.into();
+    }
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(build_binary).clone()
+}
+
+/// The workspace's `kestrel` beside this test executable, built if missing.
+fn build_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable in <target>/<profile>/deps");
+    let bin = profile_dir.join("kestrel");
+    if bin.exists() {
+        return bin;
+    }
+    let mut build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    build.args(["build", "--quiet", "-p", "kestrel", "--bin", "kestrel"]);
+    match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => {}
+        Some("release") => {
+            build.arg("--release");
+        }
+        Some(profile) => {
+            build.args(["--profile", profile]);
+        }
+        None => {}
+    }
+    let status = build.status().expect("run cargo");
+    assert!(
+        status.success() && bin.exists(),
+        "could not build {} ({status}); build it, or set KESTREL_BIN",
+        bin.display()
+    );
+    bin
 }
 
 impl Server {

@@ -10,6 +10,18 @@ mod client;
 mod measure;
 mod scenario;
 
+/// The code `thrift --gen rs` generated from `idl/kestrel.thrift` (in
+/// `gen/rs/`), compiled in here as the Rust client (clients/rust) compiles it.
+/// The smallest dependency of the three: the server's copy
+/// (`kestrel::protocol::thrift::generated`) would bring the whole server and
+/// tokio along, and the client keeps the stubs private behind an API of its
+/// own (several servers, reconnects, `consume` with a handler), not the raw
+/// one call per request the bench times. `thrift` is needed either way.
+#[path = "../../../gen/rs/kestrel.rs"]
+#[allow(clippy::all, clippy::pedantic, dead_code, missing_docs)]
+#[rustfmt::skip]
+mod generated;
+
 use std::io::IsTerminal;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;

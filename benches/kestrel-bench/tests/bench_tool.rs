@@ -1,6 +1,7 @@
 //! kestrel-bench checks itself: its reliable and leaky runs verify that every
 //! item was confirmed exactly once, against the real server, in each protocol.
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use std::process::Command;
