@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Raw, Server, TKestrelSyncClient};
+use common::{Raw, Server, TKestrelSyncClient, drain, eventually, mc, set, stat, store};
 use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol};
 use thrift::transport::{TFramedReadTransport, TFramedWriteTransport};
 
@@ -872,7 +872,7 @@ fn kills_lose_nothing_acknowledged_and_bring_back_nothing_confirmed() {
 /// The server's `journal_fsyncs`: fsyncs of journal segments, checkpoints
 /// and journal directories since it started.
 fn fsyncs(c: &mut Raw) -> u64 {
-    common::stat(c, "journal_fsyncs").expect("journal_fsyncs in stats")
+    stat(c, "journal_fsyncs").expect("journal_fsyncs in stats")
 }
 
 /// The fsyncs of one checkpoint of a journal with one segment: the segment
@@ -889,8 +889,7 @@ fn start_synced(dir: &Path, sync: &str) -> Server {
 }
 
 fn put(c: &mut Raw, queue: &str, i: usize) {
-    c.send(format!("set {queue} 0 0 6\r\n{i:06}\r\n"));
-    assert_eq!(c.line(), "STORED");
+    store(c, queue, &format!("{i:06}"));
 }
 
 /// Sends `n` sets in one write, then reads their replies.
@@ -911,7 +910,7 @@ fn put_pipelined(c: &mut Raw, queue: &str, n: usize) {
 fn sync_always_acknowledges_each_put_after_its_fsync() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_synced(dir.path(), "always");
-    let mut c = Raw::connect(server.memcache.unwrap());
+    let mut c = mc(&server);
     assert_eq!(fsyncs(&mut c), 0);
     let puts = 200;
     for i in 0..puts {
@@ -923,7 +922,7 @@ fn sync_always_acknowledges_each_put_after_its_fsync() {
     let qdir = queue_dir(dir.path(), "always");
     let expected = || puts as u64 + 1 + CHECKPOINT_FSYNCS * checkpoints(&qdir);
     // A checkpoint may be half-way: wait until the counts agree.
-    common::eventually("one fsync per put", || fsyncs(&mut c) == expected());
+    eventually("one fsync per put", || fsyncs(&mut c) == expected());
 }
 
 /// An interval (`100ms`): a put is acknowledged before any fsync, the
@@ -935,7 +934,7 @@ fn sync_interval_fsyncs_once_per_interval_not_per_put() {
     let interval = Duration::from_millis(100);
     let server = start_synced(dir.path(), "100ms");
     let qdir = queue_dir(dir.path(), "interval");
-    let mut c = Raw::connect(server.memcache.unwrap());
+    let mut c = mc(&server);
     let sent = Instant::now();
     put(&mut c, "interval", 0);
     // The queue's first checkpoint (which fsyncs too) comes 2 s after the
@@ -980,7 +979,7 @@ fn sync_interval_fsyncs_once_per_interval_not_per_put() {
         "{made} fsyncs for {puts} puts in {elapsed:?}"
     );
     // The last puts are fsynced too, with nothing more asked of the server.
-    common::eventually("the stream's tail fsynced", || fsyncs(&mut c) > after);
+    eventually("the stream's tail fsynced", || fsyncs(&mut c) > after);
 }
 
 /// `never`: the only fsyncs are the checkpoints'.
@@ -989,7 +988,7 @@ fn sync_never_fsyncs_only_for_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_synced(dir.path(), "never");
     let qdir = queue_dir(dir.path(), "never");
-    let mut c = Raw::connect(server.memcache.unwrap());
+    let mut c = mc(&server);
     let puts = 2000;
     put_pipelined(&mut c, "never", puts);
     // One checkpoint may be half-way.
@@ -1000,7 +999,7 @@ fn sync_never_fsyncs_only_for_checkpoints() {
     );
     // The queue's first checkpoint comes 2 s after it was created; then
     // every fsync is accounted for.
-    common::eventually("a checkpoint, and only its fsyncs", || {
+    eventually("a checkpoint, and only its fsyncs", || {
         let made = fsyncs(&mut c);
         let n = checkpoints(&qdir);
         n > 0 && made == CHECKPOINT_FSYNCS * n
@@ -1022,21 +1021,10 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn fill(server: &Server, queue: &str, n: usize) {
-    let mut c = Raw::connect(server.memcache.unwrap());
+    let mut c = mc(server);
     for i in 0..n {
-        let it = format!("{queue}-{i:05}");
-        c.send(format!("set {queue} 0 0 {}\r\n{it}\r\n", it.len()));
-        assert_eq!(c.line(), "STORED");
+        store(&mut c, queue, &format!("{queue}-{i:05}"));
     }
-}
-
-fn drain(server: &Server, queue: &str) -> Vec<String> {
-    let mut c = Conn::open(server.memcache.unwrap()).unwrap();
-    let mut out = Vec::new();
-    while let Some(it) = c.get(queue).unwrap() {
-        out.push(it);
-    }
-    out
 }
 
 fn expected(queue: &str, range: impl Iterator<Item = usize>) -> Vec<String> {
@@ -1117,7 +1105,7 @@ fn an_unreadable_journal_leaves_the_other_queues_serving() {
     let server = Server::start_in(dir.path(), &[]);
     server.wait_for_log("could not be recovered", Duration::from_secs(10));
     assert_eq!(drain(&server, "healthy"), expected("healthy", 0..10));
-    let mut c = Raw::connect(server.memcache.unwrap());
+    let mut c = mc(&server);
     let reply = c.ask("get broken");
     assert!(
         reply.starts_with("SERVER_ERROR queue broken is unavailable"),
@@ -1167,7 +1155,7 @@ fn read_behind_drains_a_large_backlog_in_order_within_the_memory_limit() {
         &[],
         &[("KESTREL_DEFAULT_QUEUE__MAX_MEMORY_SIZE", "64KiB")],
     );
-    let mut c = Raw::connect(server.memcache.unwrap());
+    let mut c = mc(&server);
     let n = 16_000;
     let pad = "x".repeat(1000);
     let batch = 100;
@@ -1236,7 +1224,7 @@ fn journal_size_stays_bounded_through_fill_and_drain_cycles_with_open_transactio
         &[("KESTREL_DEFAULT_QUEUE__MAX_JOURNAL_SIZE", "64KiB")],
     );
     let qdir = queue_dir(dir.path(), "cycle");
-    let mut producer = Raw::connect(server.memcache.unwrap());
+    let mut producer = mc(&server);
     let mut consumer = Conn::open(server.memcache.unwrap()).unwrap();
     // A connection that keeps reads open for the whole test.
     let mut holder = Conn::open(server.memcache.unwrap()).unwrap();
@@ -1248,8 +1236,7 @@ fn journal_size_stays_bounded_through_fill_and_drain_cycles_with_open_transactio
         for i in 0..500 {
             let it = format!("{cycle:03}-{i:04}-{pad}");
             written += it.len() as u64;
-            producer.send(format!("set cycle 0 0 {}\r\n{it}\r\n", it.len()));
-            assert_eq!(producer.line(), "STORED");
+            store(&mut producer, "cycle", &it);
         }
         if cycle % 4 == 0 {
             assert!(holder.get("cycle/open").unwrap().is_some());
@@ -1285,12 +1272,10 @@ fn journal_size_stays_bounded_through_fill_and_drain_cycles_with_open_transactio
     );
     // The held reads are still there and come back when their connection closes.
     drop(holder);
-    let mut c = Raw::connect(server.memcache.unwrap());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while queue_stat(&mut c, "cycle", "items") != held as u64 {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mut c = mc(&server);
+    eventually("the held reads to come back", || {
+        queue_stat(&mut c, "cycle", "items") == held as u64
+    });
 }
 
 /// Starts a server on `dir`; returns it and the time it took to be ready to
@@ -1345,7 +1330,7 @@ fn a_deep_queue_restarts_as_fast_as_a_small_one_with_its_counts_and_order() {
         "ready {after_kill:?} after a kill"
     );
     // The server checkpoints what it replayed (2 s after it started).
-    common::eventually("a checkpoint covering the log", || {
+    eventually("a checkpoint covering the log", || {
         Disk::read(&qdir).covered()
     });
     drop(server);
@@ -1405,9 +1390,8 @@ fn a_full_disk_refuses_the_put_and_keeps_what_was_written() {
     std::os::unix::fs::symlink("/dev/full", qdir.join(format!("{next:016x}.log"))).unwrap();
 
     let server = Server::start_in(dir.path(), &[]);
-    let mut c = Raw::connect(server.memcache.unwrap());
-    c.send("set full 0 0 4\r\nlost\r\n");
-    let reply = c.line();
+    let mut c = mc(&server);
+    let reply = set(&mut c, "full", "lost");
     assert!(
         reply.starts_with("SERVER_ERROR journal write failed"),
         "{reply}"
@@ -1418,8 +1402,7 @@ fn a_full_disk_refuses_the_put_and_keeps_what_was_written() {
     let mut reader = Conn::open(server.memcache.unwrap()).unwrap();
     assert_eq!(reader.get("full").unwrap().as_deref(), Some("full-00000"));
     // Once writes succeed again (the journal moves to a fresh segment), puts do.
-    c.send("set full 0 0 4\r\nnext\r\n");
-    assert_eq!(c.line(), "STORED");
+    store(&mut c, "full", "next");
     server.stop();
     let server = Server::start_in(dir.path(), &[]);
     assert_eq!(drain(&server, "full"), ["full-00001", "full-00002", "next"]);
@@ -1435,17 +1418,16 @@ fn a_flush_is_durable_with_and_without_open_reads() {
     let server = Server::start_in(dir.path(), &[]);
     fill(&server, "plain", 3);
     fill(&server, "held", 3);
-    let mut reader = Raw::connect(server.memcache.unwrap());
+    let mut reader = mc(&server);
     reader.send("get held/open\r\n");
     assert_eq!(reader.line(), "VALUE held 0 10");
     assert_eq!(reader.line(), "held-00000");
     assert_eq!(reader.line(), "END");
-    let mut c = Raw::connect(server.memcache.unwrap());
+    let mut c = mc(&server);
     for queue in ["plain", "held"] {
         c.send(format!("flush {queue}\r\n"));
         assert_eq!(c.line(), "END");
-        c.send(format!("set {queue} 0 0 5\r\nafter\r\n"));
-        assert_eq!(c.line(), "STORED");
+        store(&mut c, queue, "after");
     }
     server.signal("KILL");
     drop(server);

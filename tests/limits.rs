@@ -10,16 +10,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Raw, Server, TKestrelSyncClient, binary, drain, eventually, message, stat};
-
-fn mc(server: &Server) -> Raw {
-    Raw::connect(server.memcache.expect("memcache listener"))
-}
-
-fn set(c: &mut Raw, queue: &str, data: &str) -> String {
-    c.send(format!("set {queue} 0 0 {}\r\n{data}\r\n", data.len()));
-    c.line()
-}
+use common::{
+    Server, TKestrelSyncClient, binary, drain, eventually, mc, message, set, stat, store, text,
+};
 
 fn open_fds(pid: u32) -> usize {
     fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
@@ -51,7 +44,7 @@ fn one_server_per_data_directory() {
     first.signal("KILL");
     drop(first);
     let third = Server::start_in(dir.path(), &[]);
-    assert_eq!(set(&mut mc(&third), "q", "x"), "STORED");
+    store(&mut mc(&third), "q", "x");
 }
 
 /// Point 2: the repro. Every file of a queue's directory gets
@@ -64,7 +57,7 @@ fn a_damaged_queue_directory_keeps_every_acknowledged_item() {
     let mut c = mc(&server);
     let old: Vec<String> = (0..100).map(|i| format!("old-{i:03}")).collect();
     for it in &old {
-        assert_eq!(set(&mut c, "rot", it), "STORED");
+        store(&mut c, "rot", it);
     }
     server.signal("KILL");
     drop(server);
@@ -87,7 +80,7 @@ fn a_damaged_queue_directory_keeps_every_acknowledged_item() {
     let mut c = mc(&server);
     let new: Vec<String> = (0..10).map(|i| format!("new-{i:03}")).collect();
     for it in &new {
-        assert_eq!(set(&mut c, "rot", it), "STORED");
+        store(&mut c, "rot", it);
     }
     assert!(server.stop().success());
     let server = Server::start_in(dir.path(), &[]);
@@ -159,15 +152,15 @@ fn connections_beyond_the_limit_are_refused_per_protocol() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_with_env(dir.path(), &[], &[("KESTREL_MAX_CONNECTIONS", "2")]);
     let mut a = mc(&server);
-    let mut b = Raw::connect(server.text.unwrap());
-    assert_eq!(set(&mut a, "q", "x"), "STORED");
+    let mut b = text(&server);
+    store(&mut a, "q", "x");
     b.send("peek q\n");
     assert_eq!(b.line(), ":x");
 
     let mut refused = mc(&server);
     assert_eq!(refused.line(), "SERVER_ERROR too many connections");
     refused.expect_closed();
-    let mut refused = Raw::connect(server.text.unwrap());
+    let mut refused = text(&server);
     assert_eq!(refused.line(), "-Too many connections");
     refused.expect_closed();
     let mut thrift = TcpStream::connect(server.thrift).unwrap();
@@ -176,12 +169,12 @@ fn connections_beyond_the_limit_are_refused_per_protocol() {
         .unwrap();
     assert_eq!(thrift.read(&mut [0u8; 16]).unwrap(), 0, "thrift not closed");
 
-    assert_eq!(set(&mut a, "q", "y"), "STORED");
+    store(&mut a, "q", "y");
     assert_eq!(stat(&mut a, "rejected_connections"), Some(3));
     drop(b);
     // A closed connection frees its place.
     eventually("a free connection slot", || {
-        let mut c = Raw::connect(server.text.unwrap());
+        let mut c = text(&server);
         c.send("peek q\n");
         c.line() == ":x"
     });
@@ -270,7 +263,7 @@ fn queues_are_limited_and_do_not_each_hold_a_file_open() {
     let before = open_fds(server.pid());
     let mut c = mc(&server);
     for i in 0..300 {
-        assert_eq!(set(&mut c, &format!("q{i}"), "x"), "STORED");
+        store(&mut c, &format!("q{i}"), "x");
     }
     let refused = set(&mut c, "one-too-many", "x");
     assert!(
@@ -309,7 +302,7 @@ fn a_big_batch_is_whole_and_in_order() {
     let mut c = server.client();
     let mut other = mc(&server);
     assert_eq!(c.put("big".into(), items.clone(), 0).unwrap(), n);
-    assert_eq!(set(&mut other, "small", "x"), "STORED");
+    store(&mut other, "small", "x");
     let got = c.get("big".into(), n, 0, 0).unwrap();
     let got: Vec<Vec<u8>> = got.into_iter().map(|i| i.data.unwrap()).collect();
     assert_eq!(got, items);
@@ -325,7 +318,7 @@ fn flush_and_delete_free_space_on_a_full_disk() {
     let server = Server::start_in(&data, &[]);
     let mut c = mc(&server);
     let item = "x".repeat(16 * 1024);
-    assert_eq!(set(&mut c, "kept", "one"), "STORED");
+    store(&mut c, "kept", "one");
     let mut stored = 0;
     loop {
         let reply = set(&mut c, "fill", &item);
@@ -353,7 +346,7 @@ fn flush_and_delete_free_space_on_a_full_disk() {
     c.send("flush fill\r\n");
     assert_eq!(c.line(), "END");
     eventually("space freed by the flush", || free() > full + 1024 * 1024);
-    assert_eq!(set(&mut c, "fill", "after"), "STORED");
+    store(&mut c, "fill", "after");
     for _ in 0..stored {
         if set(&mut c, "other", &item) != "STORED" {
             break;
@@ -385,7 +378,7 @@ fn nix_statvfs(path: &Path) -> (u64, u64) {
 fn control_and_format_characters_are_refused_in_names() {
     let server = Server::start();
     let mut c = mc(&server);
-    let mut text = Raw::connect(server.text.unwrap());
+    let mut text = text(&server);
     let mut thrift = server.client();
     for name in [
         "evil\u{202E}txt",
@@ -428,7 +421,7 @@ fn foreign_kestrel_variables_are_ignored_but_config_typos_are_not() {
         ("KESTREL_PORT_2229_TCP_ADDR", "10.0.0.7"),
     ];
     let server = Server::start_with_env(dir.path(), &[], &env);
-    assert_eq!(set(&mut mc(&server), "q", "x"), "STORED");
+    store(&mut mc(&server), "q", "x");
     let warnings: Vec<String> = server
         .log()
         .into_iter()
@@ -522,11 +515,11 @@ fn a_full_disk_refuses_puts_with_the_reason_and_reads_settle_in_every_protocol()
     let data = disk.0.path().join("data");
     let server = Server::start_in(&data, &[]);
     let mut c = mc(&server);
-    let mut x = Raw::connect(server.text.unwrap());
+    let mut x = text(&server);
     let mut t = server.client();
     let first: Vec<String> = (0..5).map(|i| format!("k{i}")).collect();
     for it in &first {
-        assert_eq!(set(&mut c, "kept", it), "STORED");
+        store(&mut c, "kept", it);
     }
     // Reads opened before the disk fills: k0, k1 over Thrift, k2 over
     // memcache, k3 over text.

@@ -5,55 +5,13 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::{Raw, Server, stats};
-
-fn mc(server: &Server) -> Raw {
-    Raw::connect(server.memcache.expect("memcache listener"))
-}
-
-fn set(c: &mut Raw, queue: &str, data: &str) {
-    c.send(format!("set {queue} 0 0 {}\r\n{data}\r\n", data.len()));
-    assert_eq!(c.line(), "STORED");
-}
-
-/// Reads a `VALUE` reply (or `END`): the item, if any.
-fn value(c: &mut Raw) -> Option<String> {
-    let line = c.line();
-    if line == "END" {
-        return None;
-    }
-    let parts: Vec<&str> = line.split(' ').collect();
-    assert_eq!(
-        (parts.len(), parts[0], parts[2]),
-        (4, "VALUE", "0"),
-        "{line}"
-    );
-    let len: usize = parts[3].parse().unwrap();
-    let data = c.bytes(len + 2);
-    assert_eq!(&data[len..], b"\r\n");
-    assert_eq!(c.line(), "END");
-    Some(String::from_utf8(data[..len].to_vec()).unwrap())
-}
-
-fn get(c: &mut Raw, key: &str) -> Option<String> {
-    c.send(format!("get {key}\r\n"));
-    value(c)
-}
-
-/// `stats` as a map of name to value.
-fn wait_for_stat(c: &mut Raw, name: &str, value: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while stats(c).get(name).map(String::as_str) != Some(value) {
-        assert!(Instant::now() < deadline, "{name} never became {value}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
+use common::{Raw, Server, get, mc, stats, store, value, wait_for_stat};
 
 #[test]
 fn set_get_and_the_bare_queue_name() {
     let server = Server::start();
     let mut c = mc(&server);
-    set(&mut c, "jobs", "hello");
+    store(&mut c, "jobs", "hello");
     // Flags are ignored; the VALUE line says 0 and names the bare queue.
     c.send("set jobs 42 0 5\r\nworld\r\n");
     assert_eq!(c.line(), "STORED");
@@ -64,7 +22,7 @@ fn set_get_and_the_bare_queue_name() {
     assert_eq!(get(&mut c, "jobs").as_deref(), Some("world"));
     assert_eq!(get(&mut c, "jobs"), None);
     // gets is an alias; commands are case-insensitive, queue names are not.
-    set(&mut c, "Jobs", "x");
+    store(&mut c, "Jobs", "x");
     assert_eq!(get(&mut c, "jobs"), None);
     c.send("GETS Jobs\r\n");
     assert_eq!(value(&mut c).as_deref(), Some("x"));
@@ -126,7 +84,7 @@ fn reliable_reads_open_close_abort_peek() {
     let server = Server::start();
     let mut c = mc(&server);
     for item in ["one", "two", "three"] {
-        set(&mut c, "r", item);
+        store(&mut c, "r", item);
     }
     assert_eq!(get(&mut c, "r/peek").as_deref(), Some("one"));
     assert_eq!(get(&mut c, "r/open").as_deref(), Some("one"));
@@ -191,9 +149,9 @@ fn open_reads_are_limited_per_connection_and_queue() {
     let server = Server::start();
     let mut c = mc(&server);
     for i in 0..101 {
-        set(&mut c, "lim", &i.to_string());
+        store(&mut c, "lim", &i.to_string());
     }
-    set(&mut c, "other", "x");
+    store(&mut c, "other", "x");
     for i in 0..100 {
         assert_eq!(get(&mut c, "lim/open"), Some(i.to_string()));
     }
@@ -209,7 +167,7 @@ fn disconnect_aborts_open_reads_in_order() {
     let server = Server::start();
     let mut c = mc(&server);
     for item in ["a", "b", "c", "d"] {
-        set(&mut c, "d", item);
+        store(&mut c, "d", item);
     }
     let mut reader = mc(&server);
     assert_eq!(get(&mut reader, "d/open").as_deref(), Some("a"));
@@ -233,7 +191,7 @@ fn a_waiting_get_is_cancelled_on_disconnect_without_consuming() {
     wait_for_stat(&mut c, "queue_w_waiters", "1");
     drop(waiter);
     wait_for_stat(&mut c, "queue_w_waiters", "0");
-    set(&mut c, "w", "x");
+    store(&mut c, "w", "x");
     assert_eq!(stats(&mut c)["queue_w_items"], "1");
     // A live waiter gets the next item.
     let mut live = mc(&server);
@@ -251,7 +209,7 @@ fn blocking_get_with_timeout() {
     let mut waiter = mc(&server);
     waiter.send("get t/t=20000\r\n");
     wait_for_stat(&mut c, "queue_t_waiters", "1");
-    set(&mut c, "t", "late");
+    store(&mut c, "t", "late");
     assert_eq!(value(&mut waiter).as_deref(), Some("late"));
 }
 
@@ -260,7 +218,7 @@ fn monitor_then_confirm() {
     let server = Server::start();
     let mut c = mc(&server);
     for item in ["1", "2", "3"] {
-        set(&mut c, "m", item);
+        store(&mut c, "m", item);
     }
     c.send("monitor m 1 2\r\n");
     assert_eq!(value(&mut c).as_deref(), Some("1"));
@@ -286,13 +244,13 @@ fn monitor_then_confirm() {
 fn delete_flush_and_flush_all() {
     let server = Server::start();
     let mut c = mc(&server);
-    set(&mut c, "a", "1");
-    set(&mut c, "b", "2");
+    store(&mut c, "a", "1");
+    store(&mut c, "b", "2");
     assert_eq!(c.ask("flush a"), "END");
     assert_eq!(get(&mut c, "a"), None);
     assert_eq!(c.ask("flush_all"), "Flushed all queues.");
     assert_eq!(get(&mut c, "b"), None);
-    set(&mut c, "gone", "x");
+    store(&mut c, "gone", "x");
     assert_eq!(c.ask("delete gone"), "DELETED");
     assert_eq!(c.ask("delete never_existed"), "DELETED");
     assert!(!stats(&mut c).contains_key("queue_never_existed_items"));
@@ -303,8 +261,8 @@ fn delete_flush_and_flush_all() {
 fn stats_are_true_after_a_known_sequence() {
     let server = Server::start();
     let mut c = mc(&server);
-    set(&mut c, "s", "abc");
-    set(&mut c, "s", "de");
+    store(&mut c, "s", "abc");
+    store(&mut c, "s", "de");
     assert_eq!(get(&mut c, "s").as_deref(), Some("abc"));
     assert_eq!(get(&mut c, "s/peek").as_deref(), Some("de"));
     assert_eq!(get(&mut c, "empty"), None);
@@ -371,8 +329,8 @@ fn stats_are_true_after_a_known_sequence() {
 fn dump_stats() {
     let server = Server::start();
     let mut c = mc(&server);
-    set(&mut c, "x", "12345");
-    set(&mut c, "y", "1");
+    store(&mut c, "x", "12345");
+    store(&mut c, "y", "1");
     c.send("dump_stats x\r\n");
     let lines = c.lines_until("END");
     assert_eq!(lines[0], "queue 'x' {");
@@ -414,14 +372,14 @@ fn version_status_reload() {
         "CLIENT_ERROR unknown status \"down\" (up, readonly or quiescent)"
     );
     assert_eq!(c.ask("status up"), "END");
-    set(&mut c, "q", "ok");
+    store(&mut c, "q", "ok");
 }
 
 #[test]
 fn quiescent_still_confirms_open_reads() {
     let server = Server::start();
     let mut c = mc(&server);
-    set(&mut c, "qq", "x");
+    store(&mut c, "qq", "x");
     assert_eq!(get(&mut c, "qq/open").as_deref(), Some("x"));
     assert_eq!(c.ask("status quiescent"), "END");
     assert_eq!(
@@ -460,7 +418,7 @@ fn unknown_commands_and_bad_input() {
     c.send("set q 0 0 1\r\nabc\r\n");
     assert_eq!(c.line(), "CLIENT_ERROR bad data chunk");
     // The connection is still fine.
-    set(&mut c, "q", "ok");
+    store(&mut c, "q", "ok");
     assert_eq!(get(&mut c, "q").as_deref(), Some("ok"));
 }
 
@@ -507,7 +465,7 @@ fn quit_closes_the_connection() {
 fn shutdown_stops_the_server_cleanly() {
     let server = Server::start();
     let mut c = mc(&server);
-    set(&mut c, "q", "x");
+    store(&mut c, "q", "x");
     c.send("shutdown\r\n");
     c.expect_closed();
     server.wait_for_log("stopped", Duration::from_secs(20));
@@ -537,7 +495,7 @@ fn worker_loops_drain_a_queue_exactly_once() {
         })
         .collect();
     for i in 0..total {
-        set(&mut producer, "work", &format!("item-{i}"));
+        store(&mut producer, "work", &format!("item-{i}"));
     }
     let mut all = HashSet::new();
     let mut count = 0;
@@ -568,7 +526,7 @@ fn a_client_that_half_closes_after_its_gets_still_gets_every_item() {
     let server = Server::start_with_env(dir.path(), &[], &always);
     let mut c = mc(&server);
     for i in 0..20 {
-        set(&mut c, "half", &format!("item{i:02}"));
+        store(&mut c, "half", &format!("item{i:02}"));
     }
     let mut once = mc(&server);
     once.send("get half\r\n".repeat(20));
@@ -589,7 +547,7 @@ fn replies_before_a_blocking_get_are_sent_while_it_waits() {
     // STORED comes now, not when the get ends ...
     assert_eq!(c.line(), "STORED");
     // ... so the client can react to it, here by feeding the waiting get.
-    set(&mut mc(&server), "b", "fed");
+    store(&mut mc(&server), "b", "fed");
     assert_eq!(value(&mut c).as_deref(), Some("fed"));
 }
 
@@ -597,7 +555,7 @@ fn replies_before_a_blocking_get_are_sent_while_it_waits() {
 fn absurd_numbers_are_refused_without_harm() {
     let server = Server::start();
     let mut c = mc(&server);
-    set(&mut c, "big", "x");
+    store(&mut c, "big", "x");
     c.send("monitor big 18446744073709551615 1\r\n");
     assert_eq!(value(&mut c).as_deref(), Some("x"));
     assert_eq!(c.line(), "END");
@@ -609,7 +567,7 @@ fn absurd_numbers_are_refused_without_harm() {
     c.expect_closed();
     // The server is unharmed; the read the closed connection held open is back.
     let mut other = mc(&server);
-    set(&mut other, "big", "y");
+    store(&mut other, "big", "y");
     assert_eq!(get(&mut other, "big").as_deref(), Some("x"));
     assert_eq!(get(&mut other, "big").as_deref(), Some("y"));
 }

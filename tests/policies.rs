@@ -8,7 +8,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::kestrel_gen::Status;
-use common::{Raw, Server, TKestrelSyncClient, drain, eventually, message, stat, stats};
+use common::{
+    Server, TKestrelSyncClient, drain, eventually, get, mc, message, set, stat, stats, store, text,
+};
 
 /// Writes `toml` as the config file in a fresh directory.
 fn config(toml: &str) -> (tempfile::TempDir, PathBuf) {
@@ -20,31 +22,6 @@ fn config(toml: &str) -> (tempfile::TempDir, PathBuf) {
 
 fn start(path: &Path) -> Server {
     Server::start_with(&["--config", path.to_str().unwrap()])
-}
-
-fn mc(server: &Server) -> Raw {
-    Raw::connect(server.memcache.unwrap())
-}
-
-fn text(server: &Server) -> Raw {
-    Raw::connect(server.text.unwrap())
-}
-
-fn set(c: &mut Raw, queue: &str, data: &str) -> String {
-    c.send(format!("set {queue} 0 0 {}\r\n{data}\r\n", data.len()));
-    c.line()
-}
-
-fn get(c: &mut Raw, key: &str) -> Option<String> {
-    c.send(format!("get {key}\r\n"));
-    let line = c.line();
-    if line == "END" {
-        return None;
-    }
-    let len: usize = line.rsplit(' ').next().unwrap().parse().unwrap();
-    let data = c.bytes(len + 2);
-    assert_eq!(c.line(), "END");
-    Some(String::from_utf8(data[..len].to_vec()).unwrap())
 }
 
 #[test]
@@ -82,7 +59,7 @@ fn environment_beats_the_file_and_the_command_line_beats_both() {
     );
     // The harness's --memcache-port 0 overrides KESTREL_MEMCACHE_PORT=off.
     let mut c = mc(&server);
-    assert_eq!(set(&mut c, "q", "a"), "STORED");
+    store(&mut c, "q", "a");
     assert_eq!(set(&mut c, "q", "b"), "NOT_STORED");
 }
 
@@ -107,7 +84,7 @@ fn the_shipped_config_file_loads() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_in(dir.path(), &["--config", shipped.to_str().unwrap()]);
     let mut c = mc(&server);
-    assert_eq!(set(&mut c, "q", "x"), "STORED");
+    store(&mut c, "q", "x");
     assert_eq!(get(&mut c, "q").as_deref(), Some("x"));
 }
 
@@ -116,11 +93,11 @@ fn reload_applies_queue_settings_live_and_refuses_a_bad_file() {
     let (_d, path) = config("[queues.r]\nmax_items = 1\n");
     let server = start(&path);
     let mut c = mc(&server);
-    assert_eq!(set(&mut c, "r", "1"), "STORED");
+    store(&mut c, "r", "1");
     assert_eq!(set(&mut c, "r", "2"), "NOT_STORED");
     std::fs::write(&path, "[queues.r]\nmax_items = 3\n").unwrap();
     assert_eq!(c.ask("reload"), "Reloaded config.");
-    assert_eq!(set(&mut c, "r", "2"), "STORED");
+    store(&mut c, "r", "2");
     // A broken file is refused; the running settings stay.
     std::fs::write(&path, "[queues.r]\nmax_items = \"many\"\n").unwrap();
     let reply = c.ask("reload");
@@ -128,7 +105,7 @@ fn reload_applies_queue_settings_live_and_refuses_a_bad_file() {
         reply.starts_with("SERVER_ERROR") && reply.contains("max_items"),
         "{reply}"
     );
-    assert_eq!(set(&mut c, "r", "3"), "STORED");
+    store(&mut c, "r", "3");
     assert_eq!(set(&mut c, "r", "4"), "NOT_STORED");
     // SIGHUP reloads too; items and connections survive.
     std::fs::write(&path, "[queues.r]\nmax_items = 4\n").unwrap();
@@ -142,8 +119,8 @@ fn a_full_queue_refuses_puts_in_every_protocol() {
     let (_d, path) = config("[default_queue]\nmax_items = 2\n");
     let server = start(&path);
     let mut c = mc(&server);
-    assert_eq!(set(&mut c, "m", "a"), "STORED");
-    assert_eq!(set(&mut c, "m", "b"), "STORED");
+    store(&mut c, "m", "a");
+    store(&mut c, "m", "b");
     assert_eq!(set(&mut c, "m", "c"), "NOT_STORED");
     let mut t = server.client();
     assert_eq!(
@@ -159,7 +136,7 @@ fn a_full_queue_refuses_puts_in_every_protocol() {
     x.send("put x:\na\nb\nc\n\n");
     assert_eq!(x.line(), "+2");
     assert_eq!(get(&mut c, "m").as_deref(), Some("a"));
-    assert_eq!(set(&mut c, "m", "c"), "STORED");
+    store(&mut c, "m", "c");
 }
 
 #[test]
@@ -170,12 +147,12 @@ fn a_full_queue_can_discard_its_oldest_items_instead() {
     let server = start(&path);
     let mut c = mc(&server);
     for item in ["a", "b", "c"] {
-        assert_eq!(set(&mut c, "d", item), "STORED");
+        store(&mut c, "d", item);
     }
     assert_eq!(get(&mut c, "d/peek").as_deref(), Some("b"));
     assert_eq!(stat(&mut c, "queue_d_discarded"), Some(1));
     for item in ["aaa", "bbb", "ccc"] {
-        assert_eq!(set(&mut c, "bytes", item), "STORED");
+        store(&mut c, "bytes", item);
     }
     assert_eq!(
         (
@@ -191,7 +168,7 @@ fn items_over_max_item_size_are_always_refused() {
     let (_d, path) = config("[default_queue]\nmax_item_size = 4\ndiscard_old_when_full = true\n");
     let server = start(&path);
     let mut c = mc(&server);
-    assert_eq!(set(&mut c, "s", "four"), "STORED");
+    store(&mut c, "s", "four");
     assert_eq!(set(&mut c, "s", "fives"), "NOT_STORED");
     let mut t = server.client();
     assert_eq!(
@@ -223,7 +200,7 @@ fn expiry_in_every_protocol_and_max_age_caps_it() {
     c.send("set e 0 3600 4\r\nkept\r\n");
     assert_eq!(c.line(), "STORED");
     // max_age caps even "never".
-    assert_eq!(set(&mut c, "capped", "short"), "STORED");
+    store(&mut c, "capped", "short");
     std::thread::sleep(Duration::from_millis(1100)); // lifetimes under test: 1 s and 300 ms
     assert_eq!(get(&mut c, "e").as_deref(), Some("kept"));
     assert_eq!(get(&mut c, "e"), None);
@@ -239,7 +216,7 @@ fn expire_to_queue_makes_a_delay_queue() {
     let server = start(&path);
     let mut c = mc(&server);
     let start = Instant::now();
-    assert_eq!(set(&mut c, "delay", "later"), "STORED");
+    store(&mut c, "delay", "later");
     // The item shows up once its delay is over, never before: the get that
     // finds it ends at least 200 ms after the put began, however fast or
     // slow the machine is.
@@ -283,21 +260,21 @@ fn fanout_children_get_copies_and_are_remembered_across_restarts() {
     let mut c = mc(&server);
     assert_eq!(get(&mut c, "news+a"), None); // children exist once used
     assert_eq!(get(&mut c, "news+b"), None);
-    assert_eq!(set(&mut c, "news", "one"), "STORED");
+    store(&mut c, "news", "one");
     for q in ["news", "news+a", "news+b"] {
         assert_eq!(get(&mut c, q).as_deref(), Some("one"), "{q}");
     }
     server.stop();
     let server = Server::start_in(dir.path(), &[]);
     let mut c = mc(&server);
-    assert_eq!(set(&mut c, "news", "two"), "STORED");
+    store(&mut c, "news", "two");
     assert_eq!(c.ask("delete news+b"), "DELETED");
-    assert_eq!(set(&mut c, "news", "three"), "STORED");
+    store(&mut c, "news", "three");
     assert_eq!(get(&mut c, "news+a").as_deref(), Some("two"));
     assert_eq!(get(&mut c, "news+a").as_deref(), Some("three"));
     assert_eq!(get(&mut c, "news+b"), None);
     // A child can be used directly too.
-    assert_eq!(set(&mut c, "news+a", "own"), "STORED");
+    store(&mut c, "news+a", "own");
     assert_eq!(get(&mut c, "news+a").as_deref(), Some("own"));
     assert_eq!(stat(&mut c, "queue_news_items"), Some(2));
 }
@@ -307,9 +284,9 @@ fn a_fanout_only_parent_stores_nothing() {
     let (_d, path) = config("[queues.feed]\nfanout_only = true\n");
     let server = start(&path);
     let mut c = mc(&server);
-    assert_eq!(set(&mut c, "feed", "lost"), "STORED"); // no children yet: nowhere to go
+    store(&mut c, "feed", "lost"); // no children yet: nowhere to go
     assert_eq!(get(&mut c, "feed+x"), None);
-    assert_eq!(set(&mut c, "feed", "copied"), "STORED");
+    store(&mut c, "feed", "copied");
     assert_eq!(get(&mut c, "feed+x").as_deref(), Some("copied"));
     assert_eq!(stat(&mut c, "queue_feed_items"), Some(0));
     assert_eq!(get(&mut c, "feed"), None);
@@ -320,7 +297,7 @@ fn aliases_route_puts_and_have_nothing_to_read() {
     let (_d, path) = config("[aliases]\nboth = [\"left\", \"right\"]\n");
     let server = start(&path);
     let mut c = mc(&server);
-    assert_eq!(set(&mut c, "both", "x"), "STORED");
+    store(&mut c, "both", "x");
     assert_eq!(get(&mut c, "both"), None);
     assert_eq!(get(&mut c, "left").as_deref(), Some("x"));
     assert_eq!(get(&mut c, "right").as_deref(), Some("x"));
@@ -339,7 +316,7 @@ fn empty_queues_older_than_max_queue_age_are_deleted() {
     let server = start(&path);
     let mut c = mc(&server);
     assert_eq!(get(&mut c, "idle"), None);
-    assert_eq!(set(&mut c, "busy", "x"), "STORED");
+    store(&mut c, "busy", "x");
     eventually("the idle queue to go", || {
         stat(&mut c, "queue_idle_items").is_none()
     });
@@ -352,8 +329,8 @@ fn status_in_every_protocol_and_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_in(dir.path(), &[]);
     let (mut c, mut x, mut t) = (mc(&server), text(&server), server.client());
-    assert_eq!(set(&mut c, "q", "held"), "STORED");
-    assert_eq!(set(&mut c, "q", "more"), "STORED");
+    store(&mut c, "q", "held");
+    store(&mut c, "q", "more");
     assert_eq!(get(&mut c, "q/open").as_deref(), Some("held"));
 
     assert_eq!(c.ask("status readonly"), "END");
@@ -433,7 +410,7 @@ fn expire_to_queue_loses_nothing_across_a_crash() {
     let mut c = mc(&server);
     let moved: Vec<String> = (0..100).map(|i| format!("moved-{i:03}")).collect();
     for it in &moved {
-        assert_eq!(set(&mut c, "delay", it), "STORED");
+        store(&mut c, "delay", it);
     }
     eventually("the first batch moved", || {
         stat(&mut c, "queue_ready_items") == Some(100)
@@ -442,7 +419,7 @@ fn expire_to_queue_loses_nothing_across_a_crash() {
     // its items wait out their delay or are being moved.
     let waiting: Vec<String> = (0..100).map(|i| format!("waiting-{i:03}")).collect();
     for it in &waiting {
-        assert_eq!(set(&mut c, "delay", it), "STORED");
+        store(&mut c, "delay", it);
     }
     server.signal("KILL");
     drop(server);
@@ -471,8 +448,8 @@ fn keep_journal_false_keeps_a_queue_in_memory_only() {
     // Journaled first (the default), so that there is a journal to remove.
     let server = Server::start_in(&data, &[]);
     let mut c = mc(&server);
-    assert_eq!(set(&mut c, "mem", "journaled"), "STORED");
-    assert_eq!(set(&mut c, "disk", "kept"), "STORED");
+    store(&mut c, "mem", "journaled");
+    store(&mut c, "disk", "kept");
     assert!(server.stop().success());
     assert!(data.join("queues/mem").is_dir());
 
@@ -486,8 +463,8 @@ fn keep_journal_false_keeps_a_queue_in_memory_only() {
     );
     let mut c = mc(&server);
     assert_eq!(get(&mut c, "mem"), None);
-    assert_eq!(set(&mut c, "mem", "in memory"), "STORED");
-    assert_eq!(set(&mut c, "mem", "lost"), "STORED");
+    store(&mut c, "mem", "in memory");
+    store(&mut c, "mem", "lost");
     assert_eq!(get(&mut c, "mem").as_deref(), Some("in memory"));
     assert!(!data.join("queues/mem").exists(), "nothing written");
     assert!(server.stop().success());
@@ -558,7 +535,7 @@ fn an_alias_put_is_stored_only_if_every_destination_stored_it() {
         config("[aliases]\nboth = [\"left\", \"right\"]\n[queues.right]\nmax_items = 1\n");
     let server = start(&path);
     let mut c = mc(&server);
-    assert_eq!(set(&mut c, "both", "first"), "STORED");
+    store(&mut c, "both", "first");
     // right is full now: the alias does not claim the second was stored.
     assert_eq!(set(&mut c, "both", "second"), "NOT_STORED");
     let mut t = server.client();
@@ -576,7 +553,7 @@ fn an_alias_put_is_stored_only_if_every_destination_stored_it() {
     assert_eq!(get(&mut c, "right").as_deref(), Some("first"));
     assert_eq!(get(&mut c, "left").as_deref(), Some("first"));
     // Room again: the alias stores in both.
-    assert_eq!(set(&mut c, "both", "fifth"), "STORED");
+    store(&mut c, "both", "fifth");
     assert_eq!(get(&mut c, "right").as_deref(), Some("fifth"));
     assert!(!server.data_dir().join("queues/both").exists());
 }
@@ -592,7 +569,7 @@ fn max_queue_age_spares_queues_with_open_reads_or_waiters() {
     let mut c = mc(&server);
     // "held": empty, but one read is open on it.
     let mut holder = mc(&server);
-    assert_eq!(set(&mut holder, "held", "x"), "STORED");
+    store(&mut holder, "held", "x");
     assert_eq!(get(&mut holder, "held/open").as_deref(), Some("x"));
     // "awaited": empty, but a reader waits on it.
     let mut waiter = mc(&server);
@@ -613,7 +590,7 @@ fn max_queue_age_spares_queues_with_open_reads_or_waiters() {
     assert_eq!(stat(&mut c, "queue_held_open_transactions"), Some(1));
     assert_eq!(stat(&mut c, "queue_awaited_waiters"), Some(1));
     // Both still work as queues, and go once nothing holds them.
-    assert_eq!(set(&mut c, "awaited", "fed"), "STORED");
+    store(&mut c, "awaited", "fed");
     waiter.send("");
     assert_eq!(waiter.line(), "VALUE awaited 0 3");
     assert_eq!((waiter.line(), waiter.line()), ("fed".into(), "END".into()));

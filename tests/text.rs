@@ -4,11 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Raw, Server};
-
-fn text(server: &Server) -> Raw {
-    Raw::connect(server.text.expect("text listener"))
-}
+use common::{Raw, Server, eventually, mc, text};
 
 fn ask(c: &mut Raw, line: &str) -> String {
     c.send(format!("{line}\n"));
@@ -42,7 +38,7 @@ fn items_are_stored_byte_for_byte() {
     c.send("get bin\n");
     assert_eq!(c.bytes(12), b":caf\xc3\xa9 \xff\xfe\x00x\n");
     // The same bytes through memcache.
-    let mut m = Raw::connect(server.memcache.unwrap());
+    let mut m = mc(&server);
     c.send(b"put bin:\n\xe2\x82\xac\x80\n\n");
     assert_eq!(c.line(), "+1");
     assert_eq!(ask(&mut c, "confirm bin 1"), "+1");
@@ -70,16 +66,11 @@ fn blocking_get_and_timeout() {
     assert!(start.elapsed() >= Duration::from_millis(200));
     let mut waiter = text(&server);
     waiter.send("get t 20000\n");
-    let mut m = Raw::connect(server.memcache.unwrap());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let mut m = mc(&server);
+    eventually("a waiter on t", || {
         m.send("dump_stats t\r\n");
-        if m.lines_until("END").contains(&"  waiters=1".to_string()) {
-            break;
-        }
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(5));
-    }
+        m.lines_until("END").contains(&"  waiters=1".to_string())
+    });
     c.send("put t:\nlate\n\n");
     assert_eq!(c.line(), "+1");
     assert_eq!(waiter.line(), ":late");
@@ -101,14 +92,9 @@ fn monitor_and_confirm() {
     // The third is still open: it comes back when the connection closes.
     drop(c);
     let mut c = text(&server);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match ask(&mut c, "peek m").as_str() {
-            ":3" => break,
-            _ => assert!(Instant::now() < deadline, "open read not aborted"),
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    eventually("the open read to be aborted", || {
+        ask(&mut c, "peek m") == ":3"
+    });
 }
 
 #[test]
@@ -121,11 +107,9 @@ fn open_reads_are_aborted_on_disconnect() {
     assert_eq!(ask(&mut reader, "get d"), ":a");
     assert_eq!(ask(&mut c, "peek d"), ":b");
     drop(reader);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while ask(&mut c, "peek d") != ":a" {
-        assert!(Instant::now() < deadline, "open read not aborted");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    eventually("the open read to be aborted", || {
+        ask(&mut c, "peek d") == ":a"
+    });
 }
 
 #[test]
@@ -201,7 +185,7 @@ fn big_puts_are_not_cut_off() {
         c.line(),
         "-Too many items in one put (limit 10000 items, 16777216 bytes); nothing was stored."
     );
-    let mut m = Raw::connect(server.memcache.unwrap());
+    let mut m = mc(&server);
     m.send("dump_stats big\r\n");
     assert!(m.lines_until("END").contains(&"  items=5000".to_string()));
 }
@@ -226,7 +210,7 @@ fn max_frame_size_caps_a_put() {
         c.line(),
         "-Too many items in one put (limit 10000 items, 1000 bytes); nothing was stored."
     );
-    let mut m = Raw::connect(server.memcache.unwrap());
+    let mut m = mc(&server);
     assert_eq!(common::stat(&mut m, "queue_cap_items"), Some(10));
     // The same connection is still in step.
     assert_eq!(ask(&mut c, "peek cap"), format!(":{}", item(0)));

@@ -8,7 +8,10 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::kestrel_gen::Status;
-use common::{Raw, Server, TKestrelSyncClient, message, stats, wait_for_connections};
+use common::{
+    Server, TKestrelSyncClient, eventually, eventually_within, mc, message, stats,
+    wait_for_connections,
+};
 use thrift::protocol::{
     TBinaryInputProtocol, TBinaryOutputProtocol, TFieldIdentifier, TInputProtocol,
     TMessageIdentifier, TMessageType, TOutputProtocol, TStructIdentifier, TType,
@@ -49,11 +52,9 @@ fn data(got: &[common::kestrel_gen::Item]) -> Vec<String> {
 
 /// Polls `peek` until `queue` has exactly `n` parked readers.
 fn wait_for_waiters(client: &mut common::Client, queue: &str, n: i32) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while client.peek(queue.into()).unwrap().waiters.unwrap() != n {
-        assert!(Instant::now() < deadline, "waiters never reached {n}");
-        std::thread::yield_now();
-    }
+    eventually(&format!("{n} waiters"), || {
+        client.peek(queue.into()).unwrap().waiters.unwrap() == n
+    });
 }
 
 #[test]
@@ -118,7 +119,7 @@ fn every_method() {
     // Neither flush nor delete creates a queue: no stats, no directory.
     c.flush_queue("ghost".into()).unwrap();
     c.delete_queue("ghost2".into()).unwrap();
-    let s = stats(&mut Raw::connect(server.memcache.unwrap()));
+    let s = stats(&mut mc(&server));
     assert!(s.contains_key("queue_jobs_items"), "stats name queues");
     for ghost in ["ghost", "ghost2"] {
         assert!(!s.contains_key(&format!("queue_{ghost}_items")), "{ghost}");
@@ -197,11 +198,9 @@ fn auto_abort_returns_the_item_to_the_head() {
     let opened = c.get("aa".into(), 1, 0, 200).unwrap();
     assert_eq!(data(&opened), ["first"]);
     // Not confirmed: 200 ms later it is back, in front of "second".
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while c.peek("aa".into()).unwrap().open_transactions != Some(0) {
-        assert!(Instant::now() < deadline, "never auto-aborted");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    eventually_within(Duration::from_secs(10), "the auto-abort", || {
+        c.peek("aa".into()).unwrap().open_transactions == Some(0)
+    });
     let got = c.get("aa".into(), 2, 0, 0).unwrap();
     assert_eq!(data(&got), ["first", "second"]);
     let id = opened[0].id.unwrap();
@@ -215,7 +214,7 @@ fn confirm_from_a_second_connection() {
     let mut b = server.client();
     a.put("shared".into(), items(&["x"]), 0).unwrap();
     let opened = a.get("shared".into(), 1, 0, 60_000).unwrap();
-    let mut m = Raw::connect(server.memcache.unwrap());
+    let mut m = mc(&server);
     drop(a);
     // Only b and m are left once the server has seen a go.
     wait_for_connections(&mut m, 2);

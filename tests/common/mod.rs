@@ -418,6 +418,52 @@ impl Raw {
     }
 }
 
+/// A memcache connection to `server`.
+pub fn mc(server: &Server) -> Raw {
+    Raw::connect(server.memcache.expect("memcache listener"))
+}
+
+/// A text-protocol connection to `server`.
+pub fn text(server: &Server) -> Raw {
+    Raw::connect(server.text.expect("text listener"))
+}
+
+/// A memcache `set` of `data` on `queue`; returns the reply line.
+pub fn set(c: &mut Raw, queue: &str, data: &str) -> String {
+    c.send(format!("set {queue} 0 0 {}\r\n{data}\r\n", data.len()));
+    c.line()
+}
+
+/// A memcache `set` that must be answered `STORED`.
+pub fn store(c: &mut Raw, queue: &str, data: &str) {
+    assert_eq!(set(c, queue, data), "STORED");
+}
+
+/// A memcache `get key`: the item, or `None` for `END`.
+pub fn get(c: &mut Raw, key: &str) -> Option<String> {
+    c.send(format!("get {key}\r\n"));
+    value(c)
+}
+
+/// Reads a memcache `VALUE` reply (or `END`): the item, if any.
+pub fn value(c: &mut Raw) -> Option<String> {
+    let line = c.line();
+    if line == "END" {
+        return None;
+    }
+    let parts: Vec<&str> = line.split(' ').collect();
+    assert_eq!(
+        (parts.len(), parts[0], parts[2]),
+        (4, "VALUE", "0"),
+        "{line}"
+    );
+    let len: usize = parts[3].parse().unwrap();
+    let data = c.bytes(len + 2);
+    assert_eq!(&data[len..], b"\r\n");
+    assert_eq!(c.line(), "END");
+    Some(String::from_utf8(data[..len].to_vec()).unwrap())
+}
+
 /// The server's `stats` over memcache, by name.
 pub fn stats(c: &mut Raw) -> std::collections::HashMap<String, String> {
     c.send("stats\r\n");
@@ -446,10 +492,22 @@ pub fn wait_for_connections(c: &mut Raw, n: u64) {
     });
 }
 
+/// Waits until the `stats` value `name` reads `value`.
+pub fn wait_for_stat(c: &mut Raw, name: &str, value: &str) {
+    eventually(&format!("{name} to become {value}"), || {
+        stats(c).get(name).map(String::as_str) == Some(value)
+    });
+}
+
 /// Polls `cond` (a server-side state with no event to wait on) until it
 /// holds; fails after 20 s.
-pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+pub fn eventually(what: &str, cond: impl FnMut() -> bool) {
+    eventually_within(Duration::from_secs(20), what, cond);
+}
+
+/// [`eventually`] with a deadline of `timeout`.
+pub fn eventually_within(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(10));
