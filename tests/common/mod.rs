@@ -2,7 +2,7 @@
 //! ports and a temporary data directory, and connects real clients to it.
 //!
 //! One copy for the workspace: the server's integration tests have it as
-//! `mod common;`, the bench tool's tests as
+//! `mod common;`, the Rust client's and the bench tool's tests as
 //! `#[path = "../../../tests/common/mod.rs"] mod common;`. So it depends on
 //! nothing of the server crate (only `thrift` and `tempfile`, which every one
 //! of those crates has), and finds the binary with [`binary`].

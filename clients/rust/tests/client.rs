@@ -1,81 +1,15 @@
-//! The client against real servers on loopback (the `kestrel` binary, from
-//! `KESTREL_BIN` or the workspace's debug build).
+//! The client against real servers on loopback, started by the workspace's
+//! test harness (tests/common: the `kestrel` binary from `KESTREL_BIN` or the
+//! workspace's build).
 
-use std::io::{BufRead, BufReader};
+#[path = "../../../tests/common/mod.rs"]
+mod common;
+
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::Server;
 use kestrel_client::{Client, Config, ConsumeError};
-
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-fn binary() -> PathBuf {
-    std::env::var_os("KESTREL_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/kestrel"))
-}
-
-impl Server {
-    fn start(data: &Path) -> Server {
-        let mut command = Command::new(binary());
-        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("KESTREL_")) {
-            command.env_remove(k);
-        }
-        let mut child = command
-            .args([
-                "--listen",
-                "127.0.0.1",
-                "--thrift-port",
-                "0",
-                "--memcache-port",
-                "off",
-                "--text-port",
-                "off",
-            ])
-            .arg("--data-dir")
-            .arg(data)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start kestrel (build it first, or set KESTREL_BIN)");
-        let (tx, rx) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut addr = None;
-        loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(20))
-                .expect("kestrel did not start");
-            if let Some(a) = line.split("thrift listening on ").nth(1) {
-                addr = a.split_whitespace().next().and_then(|a| a.parse().ok());
-            }
-            if line.contains("ready to serve") {
-                break;
-            }
-        }
-        Server {
-            child,
-            addr: addr.expect("thrift address"),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn client(servers: &[SocketAddr]) -> Client {
     Client::new(
@@ -90,9 +24,8 @@ fn client(servers: &[SocketAddr]) -> Client {
 
 #[test]
 fn binary_items_round_trip() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    let mut c = client(&[server.addr]);
+    let server = Server::start();
+    let mut c = client(&[server.thrift]);
     let item = vec![0u8, 255, 10, 13, 0, 1];
     assert_eq!(
         c.put("rt", &[item.clone(), b"second".to_vec()], None)
@@ -110,9 +43,8 @@ fn binary_items_round_trip() {
 
 #[test]
 fn a_get_times_out_empty() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    let mut c = client(&[server.addr]);
+    let server = Server::start();
+    let mut c = client(&[server.thrift]);
     let start = Instant::now();
     assert!(
         c.get("empty", 1, Duration::from_millis(300))
@@ -124,9 +56,8 @@ fn a_get_times_out_empty() {
 
 #[test]
 fn consume_confirms_what_the_handler_handled_and_puts_back_what_failed() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    let mut c = client(&[server.addr]);
+    let server = Server::start();
+    let mut c = client(&[server.thrift]);
     c.put("work", &[b"one".to_vec(), b"two".to_vec()], None)
         .unwrap();
     // The handler fails on the first item: it stays in the queue.
@@ -156,21 +87,16 @@ fn consume_confirms_what_the_handler_handled_and_puts_back_what_failed() {
 
 #[test]
 fn with_two_servers_one_stopped_mid_run_nothing_acknowledged_is_lost() {
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = Server::start(dir_a.path());
-    let b = Server::start(dir_b.path());
-    let mut c = client(&[a.addr, b.addr]);
+    let dir_a = tempfile::tempdir().unwrap();
+    let a = Server::start_in(dir_a.path(), &[]);
+    let b = Server::start();
+    let mut c = client(&[a.thrift, b.thrift]);
     let mut acked = Vec::new();
     let mut a = Some(a);
     for i in 0..200 {
         if i == 100 {
             // Stop server A: the client carries on with B.
-            let mut stopped = a.take().unwrap();
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(stopped.child.id().to_string())
-                .status();
-            let _ = stopped.child.wait();
+            a.take().unwrap().stop();
         }
         let item = format!("item-{i:03}").into_bytes();
         if c.put("two", std::slice::from_ref(&item), None).unwrap() == 1 {
@@ -186,9 +112,9 @@ fn with_two_servers_one_stopped_mid_run_nothing_acknowledged_is_lost() {
     let taken = c.get("two", 1, Duration::from_millis(500)).unwrap();
     assert_eq!(taken.len(), 1);
     // Bring A back (new port) and collect everything from both.
-    let a = Server::start(dir_a.path());
+    let a = Server::start_in(dir_a.path(), &[]);
     let mut all = Vec::new();
-    let mut reader = client(&[a.addr, b.addr]);
+    let mut reader = client(&[a.thrift, b.thrift]);
     loop {
         let got = reader.get("two", 100, Duration::ZERO).unwrap();
         if got.is_empty() {
@@ -205,16 +131,15 @@ fn with_two_servers_one_stopped_mid_run_nothing_acknowledged_is_lost() {
 
 #[test]
 fn a_server_that_refuses_reads_does_not_stop_gets_from_the_others() {
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (a, b) = (Server::start(dir_a.path()), Server::start(dir_b.path()));
-    client(&[b.addr])
+    let (a, b) = (Server::start(), Server::start());
+    client(&[b.thrift])
         .put("q", &[b"one".to_vec(), b"two".to_vec()], None)
         .unwrap();
-    client(&[a.addr])
+    client(&[a.thrift])
         .set_status(kestrel_client::Status::QUIESCENT)
         .unwrap();
     // Round-robin: each server comes first once; A refuses, B answers.
-    let mut c = client(&[a.addr, b.addr]);
+    let mut c = client(&[a.thrift, b.thrift]);
     for expected in [b"one", b"two"] {
         assert_eq!(c.get("q", 1, Duration::ZERO).unwrap(), [expected.to_vec()]);
     }
@@ -222,7 +147,7 @@ fn a_server_that_refuses_reads_does_not_stop_gets_from_the_others() {
     // With only refusing servers the refusal comes back without waiting
     // out the timeout.
     let start = Instant::now();
-    let refused = client(&[a.addr]).get("q", 1, Duration::from_secs(30));
+    let refused = client(&[a.thrift]).get("q", 1, Duration::from_secs(30));
     assert!(
         matches!(refused, Err(kestrel_client::Error::Refused { .. })),
         "{refused:?}"
