@@ -13,7 +13,9 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::dirs::{Found, QueueDirs};
-use super::fifo::{PutOutcome, Queue, XidSource};
+use super::fifo::Queue;
+use super::report::PutOutcome;
+use super::xid::XidSource;
 use crate::clock::now_ms;
 use crate::config::{QueueConfig, QueuesConfig, SyncMode};
 use crate::journal::{Ack, Journal, Journals, Recovery};

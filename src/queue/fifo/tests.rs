@@ -1,6 +1,8 @@
 use super::*;
 use crate::config::{JournalConfig, SyncMode};
 use crate::journal::Journals;
+use crate::queue::read::MAX_READ_BYTES;
+use crate::queue::report::Refusal;
 use std::time::Duration;
 
 fn queue() -> Arc<Queue> {
