@@ -1,7 +1,7 @@
 //! The service, its queues and their journals checked against a model,
 //! through restarts, crashes, torn writes and failing disks.
 //!
-//! proptest drives the real [`Kestrel`] service in process, on a temporary
+//! proptest drives the real [`QueueServer`](crate::service::QueueServer) service in process, on a temporary
 //! directory, with random sequences of puts, plain and reliable reads,
 //! confirms, aborts, session ends, flushes, deletes, expiry sweeps,
 //! checkpoints and maintenance, clean restarts, process crashes (everything
@@ -37,7 +37,7 @@ use crate::config::SyncMode;
 use crate::config::{QueueConfig, QueuesConfig, ServerConfig};
 use crate::journal::disk::faults::{self, Fault, Op};
 use crate::service::{
-    Expiry, GetRequest, Kestrel, QueueService, Read, ServiceError, Session, Transactions,
+    Expiry, GetRequest, QueueServer, QueueService, Read, ServiceError, Session, Transactions,
 };
 
 const QUEUES: [&str; 2] = ["a", "b"];
@@ -319,7 +319,7 @@ impl Model {
 
 /// The service of one life of the server, with its sessions.
 struct Life {
-    service: Kestrel,
+    service: QueueServer,
     sessions: Vec<Session>,
     restless: Vec<std::sync::Arc<str>>,
 }
@@ -370,7 +370,7 @@ impl Harness {
     }
 
     fn start(&mut self) {
-        let service = Kestrel::new(&self.config(), CancellationToken::new()).expect("service");
+        let service = QueueServer::new(&self.config(), CancellationToken::new()).expect("service");
         let sessions = (0..SESSIONS).map(|_| service.session()).collect();
         self.life = Some(Life {
             service,
@@ -433,7 +433,7 @@ impl Harness {
             } => self.put(queue, sizes, ttl).map(drop),
             Step::Take { queue, max } => {
                 let mut session = self.life().service.session();
-                let (got, t) = self.read(&mut session, queue, max, Read::Remove)?;
+                let (got, t) = self.read(&mut session, queue, max, Read::Take)?;
                 let got = got.map_err(|e| format!("take: {e}"))?;
                 let taken = self.model.delivered(queue, max, &got, t)?;
                 if faulted(self) {
@@ -613,7 +613,7 @@ impl Harness {
         let doubt = match result {
             Ok(n) if n == entries.len() => false,
             Ok(n) => return Err(format!("put accepted {n} of {} items", entries.len())),
-            Err(ServiceError::Storage(_)) => true,
+            Err(ServiceError::Journal(_) | ServiceError::Queue(_)) => true,
             Err(e) => return Err(format!("put: {e}")),
         };
         let mut put = Vec::new();
@@ -757,7 +757,7 @@ impl Harness {
         for q in 0..QUEUES.len() {
             loop {
                 let mut session = self.life().service.session();
-                let (got, t) = self.read(&mut session, q, 64, Read::Remove)?;
+                let (got, t) = self.read(&mut session, q, 64, Read::Take)?;
                 let got = got.map_err(|e| format!("drain: {e}"))?;
                 self.model.delivered(q, 64, &got, t)?;
                 if got.is_empty() {

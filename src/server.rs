@@ -15,16 +15,20 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
 use crate::data_dir::DataDir;
-use crate::protocol::{self, Shared, budget::Budget};
+use crate::protocol::connection::serve;
+use crate::protocol::memcache::Memcache;
+use crate::protocol::text::Text;
+use crate::protocol::thrift::Thrift;
+use crate::protocol::{Shared, budget::Budget};
 use crate::queue::QueueCollection;
-use crate::service::{Kestrel, QueueService};
+use crate::service::{QueueServer, QueueService};
 use crate::stats;
 
 /// How long shutdown waits for connections to finish their current call.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The signature every protocol's connection task has.
-type Serve<F> = fn(Arc<Kestrel>, TcpStream, SocketAddr, Arc<Shared>) -> F;
+type Serve<F> = fn(Arc<QueueServer>, TcpStream, SocketAddr, Arc<Shared>) -> F;
 
 /// File descriptors kept back from connections and journal files: the
 /// listeners, checkpoint and status writes, the log.
@@ -39,7 +43,7 @@ pub struct Server {
     /// Held for the server's life: no other server may use the directory.
     _data_dir: DataDir,
     config: Arc<ServerConfig>,
-    service: Arc<Kestrel>,
+    service: Arc<QueueServer>,
     shutdown: CancellationToken,
     thrift: Option<TcpListener>,
     memcache: Option<TcpListener>,
@@ -62,7 +66,7 @@ impl Server {
         let thrift = bind(&config, config.thrift_port, "thrift").await?;
         let memcache = bind(&config, config.memcache_port, "memcache").await?;
         let text = bind(&config, config.text_port, "text").await?;
-        let service = Arc::new(Kestrel::new(&config, shutdown.clone())?);
+        let service = Arc::new(QueueServer::new(&config, shutdown.clone())?);
         Ok(Server {
             _data_dir: data_dir,
             config: Arc::new(config),
@@ -75,7 +79,7 @@ impl Server {
     }
 
     /// The service, for signal handlers.
-    pub fn service(&self) -> Arc<Kestrel> {
+    pub fn service(&self) -> Arc<QueueServer> {
         self.service.clone()
     }
 
@@ -126,19 +130,19 @@ impl Server {
         // message for it outside a call: the close says it).
         let listeners: [(_, _, Option<&'static [u8]>, Serve<_>); 3] = [
             (self.thrift, "thrift", None, |s, t, p, x| {
-                Box::pin(protocol::thrift::serve(s, t, p, x)) as ConnectionTask
+                Box::pin(serve::<Thrift>(s, t, p, x)) as ConnectionTask
             }),
             (
                 self.memcache,
                 "memcache",
                 Some(b"SERVER_ERROR too many connections\r\n"),
-                |s, t, p, x| Box::pin(protocol::memcache::serve(s, t, p, x)) as ConnectionTask,
+                |s, t, p, x| Box::pin(serve::<Memcache>(s, t, p, x)) as ConnectionTask,
             ),
             (
                 self.text,
                 "text",
                 Some(b"-Too many connections\n"),
-                |s, t, p, x| Box::pin(protocol::text::serve(s, t, p, x)) as ConnectionTask,
+                |s, t, p, x| Box::pin(serve::<Text>(s, t, p, x)) as ConnectionTask,
             ),
         ];
         for (listener, name, refusal, serve) in listeners {
@@ -299,7 +303,7 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 /// `max_connections`, new connections are refused and existing ones go on.
 async fn accept_loop<F, Fut>(
     l: Listener,
-    service: Arc<Kestrel>,
+    service: Arc<QueueServer>,
     shutdown: CancellationToken,
     connections: TaskTracker,
     serve: F,

@@ -1,6 +1,7 @@
-//! What every protocol's connection task shares: reading requests through a
-//! codec into a bounded buffer, a reply buffer, the connection's timers, and
-//! the rules for running a call.
+//! What every protocol's connection task shares: the one loop that serves a
+//! connection ([`serve`], over a protocol's [`Protocol`] handler), reading
+//! requests through a codec into a bounded buffer, a reply buffer, the
+//! connection's timers, and the rules for running a call.
 //!
 //! - **Input** is read straight into one buffer that grows with the bytes
 //!   received (never with a length a client announced), is charged to the
@@ -21,12 +22,16 @@
 //!   read ahead, and if the client leaves or the server shuts down, the call
 //!   is dropped — which takes nothing (see [`crate::service::Reading`]).
 //!   Every other call only waits for the journal and runs to the end.
+//! - **Closing** has one spelling: a handler returns [`Closed`] (the client
+//!   left, asked to quit, or must be cut off), usually through `?` on
+//!   [`Connection::run`] or [`Connection::flush`].
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -40,7 +45,67 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::Shared;
 use super::budget::Budget;
+use crate::config::ServerConfig;
+use crate::service::{QueueServer, QueueService, Session};
 use crate::stats::{self, ConnectionGuard, Stats};
+
+/// The connection is to close: the client left, asked to, or must be cut off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closed;
+
+/// What a handler's call returns: `Err(Closed)` ends the connection.
+pub type Handled = Result<(), Closed>;
+
+/// What one connection's requests run against.
+pub struct Context<'a> {
+    pub service: &'a QueueServer,
+    /// The connection's open reads, aborted when the connection ends.
+    pub session: Session,
+    pub shared: &'a Shared,
+}
+
+/// A wire protocol, as the connection loop drives it: a codec that frames
+/// requests and a handler that runs each on the service and appends its
+/// reply to [`Connection::out`].
+pub trait Protocol {
+    /// Names the protocol in logs.
+    const NAME: &'static str;
+    type Codec: Codec + Send;
+
+    fn codec(config: &ServerConfig) -> Self::Codec;
+
+    /// Runs one request (or answers one the codec refused).
+    fn handle(
+        cx: &mut Context<'_>,
+        conn: &mut Connection<'_, Self::Codec>,
+        frame: <Self::Codec as Decoder>::Item,
+    ) -> impl Future<Output = Handled> + Send;
+}
+
+/// Serves one connection of protocol `P` until the client leaves, a handler
+/// closes it, or the server shuts down; replies still pending are written.
+pub async fn serve<P: Protocol>(
+    service: Arc<QueueServer>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+) {
+    let codec = P::codec(&shared.config);
+    let stats = service.counters();
+    let mut conn = Connection::new(stream, peer, P::NAME, codec, stats, &shared);
+    let mut cx = Context {
+        service: &service,
+        session: service.session(),
+        shared: &shared,
+    };
+    while let Some(frame) = conn.next().await {
+        if P::handle(&mut cx, &mut conn, frame).await.is_err() {
+            break;
+        }
+    }
+    // The client may be gone already: nothing more to do either way.
+    let _ = conn.flush().await;
+}
 
 /// A protocol's request framing, as a connection drives it: a
 /// [`Decoder`] that can also say whether a request is half received.
@@ -114,7 +179,7 @@ pub struct Connection<'a, C: Codec> {
 }
 
 impl<'a, C: Codec> Connection<'a, C> {
-    pub fn new(
+    fn new(
         stream: TcpStream,
         peer: SocketAddr,
         protocol: &'static str,
@@ -161,7 +226,7 @@ impl<'a, C: Codec> Connection<'a, C> {
             return None;
         }
         loop {
-            if self.out.len() >= OUT_LIMIT && !self.flush().await {
+            if self.out.len() >= OUT_LIMIT && self.flush().await.is_err() {
                 return None;
             }
             match self.decode() {
@@ -180,7 +245,7 @@ impl<'a, C: Codec> Connection<'a, C> {
             };
             let read = match read {
                 Ok(true) => Ok(()),
-                Ok(false) if !self.flush().await => return None,
+                Ok(false) if self.flush().await.is_err() => return None,
                 Ok(false) => self.read_more(true).await,
                 Err(stop) => Err(stop),
             };
@@ -333,23 +398,21 @@ impl<'a, C: Codec> Connection<'a, C> {
         self.charged = 0;
     }
 
-    /// Runs `call` to completion while watching the connection; `None` if the
-    /// client left or the server shut down first (the call is then dropped).
-    /// Replies to earlier requests are written before the call waits.
-    pub async fn run<F: Future>(&mut self, call: F) -> Option<F::Output> {
+    /// Runs `call` to completion while watching the connection; [`Closed`]
+    /// if the client left or the server shut down first (the call is then
+    /// dropped). Replies to earlier requests are written before the call waits.
+    pub async fn run<F: Future>(&mut self, call: F) -> Result<F::Output, Closed> {
         tokio::pin!(call);
         if let Some(output) = (&mut call).now_or_never() {
-            return Some(output);
+            return Ok(output);
         }
-        if !self.flush().await {
-            return None;
-        }
+        self.flush().await?;
         loop {
             if self.closed || self.backlog.len() >= MAX_PIPELINED {
                 return tokio::select! {
                     biased;
-                    output = &mut call => Some(output),
-                    _ = &mut self.shutdown => None,
+                    output = &mut call => Ok(output),
+                    _ = &mut self.shutdown => Err(Closed),
                 };
             }
             let read_ahead = async {
@@ -364,29 +427,29 @@ impl<'a, C: Codec> Connection<'a, C> {
             };
             tokio::select! {
                 biased;
-                output = &mut call => return Some(output),
+                output = &mut call => return Ok(output),
                 next = read_ahead => match next {
                     Ok(frame) => self.backlog.push_back(frame),
                     Err(Ok(Stop::Shutdown)) => {
                         self.closed = true;
-                        return None;
+                        return Err(Closed);
                     }
                     Err(Ok(stop)) => {
                         self.stopped(stop);
-                        return None;
+                        return Err(Closed);
                     }
                     Err(Err(e)) => {
                         self.refuse_input(&e);
-                        return None;
+                        return Err(Closed);
                     }
                 },
             }
         }
     }
 
-    /// Writes the pending replies; `false` if the client is gone or stopped
-    /// reading.
-    pub async fn flush(&mut self) -> bool {
+    /// Writes the pending replies; [`Closed`] if the client is gone or
+    /// stopped reading.
+    pub async fn flush(&mut self) -> Handled {
         while !self.out.is_empty() {
             let written = tokio::time::timeout(WRITE_STALL, self.writer.write(&self.out)).await;
             let error = match written {
@@ -403,13 +466,13 @@ impl<'a, C: Codec> Connection<'a, C> {
             self.closed = true;
             self.out = BytesMut::new();
             self.release();
-            return false;
+            return Err(Closed);
         }
         if self.out.capacity() > OUT_LIMIT {
             // A large reply went out: do not keep its buffer for small ones.
             self.out = BytesMut::new();
         }
-        true
+        Ok(())
     }
 }
 

@@ -1,24 +1,31 @@
 //! Protocol adapters: each turns its wire format into calls on the
-//! [`QueueService`](crate::service::QueueService) and the results back into
-//! replies. No queue logic lives here.
+//! [`QueueService`] and the results back into replies. No queue logic lives
+//! here.
+//!
+//! Each protocol is a pure codec (bytes to a typed request, no I/O, nothing
+//! from the service: `memcache/codec.rs`, `text/codec.rs`, `thrift/codec.rs`)
+//! and an executor that runs requests on the service (the protocol's
+//! `mod.rs`). [`connection`] holds the one connection loop they all run in;
+//! [`line`] what the two line protocols parse alike; [`budget`] the memory
+//! every connection's partial requests share.
 
 pub mod budget;
-mod connection;
+pub mod connection;
+pub mod line;
 pub mod memcache;
 pub mod text;
 pub mod thrift;
 
-use std::time::Duration;
-
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
-use crate::service::{GetRequest, QueueService, Read};
+use crate::service::QueueService;
 use budget::Budget;
-use connection::{Codec, Connection};
+use connection::{Codec, Connection, Context, Handled};
 
 /// What every connection of the server shares, whatever its protocol.
 pub struct Shared {
@@ -29,63 +36,28 @@ pub struct Shared {
     pub shutdown: CancellationToken,
 }
 
-/// `monitor` (memcache and text): opens items one at a time until `timeout`
-/// has passed, `max` are open, or the service says no more (for instance the
-/// connection's open-read limit), writing each with `write` and sending it as
-/// it comes. `None` if the client left meanwhile.
-async fn monitor<S: QueueService, C: Codec>(
-    service: &S,
-    session: &mut S::Session,
+/// `monitor` (memcache and text): runs the service's monitor reads in turn,
+/// writing each item with `write` and sending it as it comes, until one
+/// finds nothing or is refused.
+async fn monitor<C: Codec>(
+    cx: &mut Context<'_>,
     conn: &mut Connection<'_, C>,
     queue: &str,
     timeout: Duration,
-    max: usize,
+    max_items: Option<usize>,
     write: impl Fn(&mut BytesMut, &[u8]),
-) -> Option<()> {
-    let deadline = tokio::time::Instant::now() + timeout.min(crate::service::MAX_WAIT);
-    for _ in 0..max {
-        let timeout = Some(deadline.saturating_duration_since(tokio::time::Instant::now()));
-        let request = GetRequest {
-            max_items: 1,
-            timeout,
-            read: Read::Open,
-        };
-        let Ok(reading) = conn.run(service.get(session, queue, request)).await? else {
+) -> Handled {
+    let mut monitor = cx.service.monitor(timeout, max_items);
+    while let Some(request) = monitor.next_read() {
+        let read = cx.service.get(&mut cx.session, queue, request);
+        let Ok(reading) = conn.run(read).await? else {
             break;
         };
-        match reading.finish().await.first() {
-            Some(item) => {
-                write(&mut conn.out, &item.data);
-                if !conn.flush().await {
-                    return None;
-                }
-            }
-            None => break,
-        }
+        let Some(item) = reading.finish().await.into_iter().next() else {
+            break;
+        };
+        write(&mut conn.out, &item.data);
+        conn.flush().await?;
     }
-    Some(())
-}
-
-/// Items up to this size are copied out of a connection's read buffer
-/// rather than sliced from it: a queued slice keeps the whole buffer
-/// allocated, so a small item could pin many times its size.
-const COPY_BELOW: usize = 4096;
-
-/// Takes the first `len` bytes of `buf` as an item of its own.
-fn take_item(buf: &mut BytesMut, len: usize) -> bytes::Bytes {
-    if len < COPY_BELOW {
-        let item = bytes::Bytes::copy_from_slice(&buf[..len]);
-        bytes::Buf::advance(buf, len);
-        item
-    } else {
-        buf.split_to(len).freeze()
-    }
-}
-
-/// Splits a memcache or text command line at spaces: the command,
-/// lowercased, and its arguments. `None` for a blank line.
-fn split_command(line: &[u8]) -> Option<(String, Vec<&[u8]>)> {
-    let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
-    let command = String::from_utf8_lossy(words.next()?).to_ascii_lowercase();
-    Some((command, words.collect()))
+    Ok(())
 }

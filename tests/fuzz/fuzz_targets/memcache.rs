@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use kestrel::protocol::memcache::{Frame, McCodec, Request};
-use kestrel::service::Expiry;
+use kestrel::protocol::line::Limits;
 use kestrel_fuzz::{pieces, split_header};
 use libfuzzer_sys::fuzz_target;
 use tokio_util::codec::Decoder;
@@ -47,7 +47,12 @@ fuzz_target!(|data: &[u8]| {
 
 /// Every frame the codec yields as the pieces arrive, as a connection reads them.
 fn decode(pieces: &[&[u8]]) -> Vec<Frame> {
-    let mut codec = McCodec::new(MAX_LINE, MAX_ITEM);
+    let mut codec = McCodec::new(Limits {
+        max_line: MAX_LINE,
+        max_item: MAX_ITEM,
+        max_put_items: 0,
+        max_put_bytes: 0,
+    });
     let mut buf = BytesMut::new();
     let mut frames = Vec::new();
     for piece in pieces {
@@ -70,20 +75,10 @@ fn encode(request: &Request) -> Vec<u8> {
     let line = match request {
         Request::Set {
             queue,
-            expiry,
+            exptime,
             data,
             noreply,
         } => {
-            let exptime = match *expiry {
-                Expiry::Never => "0".to_string(),
-                Expiry::After(d) => d.as_secs().to_string(),
-                // The codec's only way to an expiry at 0 is a negative time.
-                Expiry::At(0) => "-1".to_string(),
-                // Absolute times are whole seconds, saturated at the top
-                // (by the shortest number of seconds that saturates).
-                Expiry::At(i64::MAX) => (i64::MAX / 1000 + 1).to_string(),
-                Expiry::At(ms) => (ms / 1000).to_string(),
-            };
             let noreply = if *noreply { " noreply" } else { "" };
             out.extend_from_slice(
                 format!("set {queue} 0 {exptime} {}{noreply}\r\n", data.len()).as_bytes(),

@@ -11,8 +11,8 @@
 #![no_main]
 
 use bytes::BytesMut;
-use kestrel::protocol::text::{Frame, Limits, Request, TextCodec};
-use kestrel::service::Expiry;
+use kestrel::protocol::line::Limits;
+use kestrel::protocol::text::{Frame, Request, TextCodec};
 use kestrel_fuzz::{pieces, split_header};
 use libfuzzer_sys::fuzz_target;
 use tokio_util::codec::Decoder;
@@ -91,14 +91,10 @@ fn encode(request: &Request) -> Vec<u8> {
     match request {
         Request::Put {
             queue,
-            expiry,
+            expires_after,
             items,
         } => {
-            let expiry = match expiry {
-                Expiry::Never => String::new(),
-                Expiry::After(t) => format!(" {}", t.as_millis()),
-                Expiry::At(_) => unreachable!("the text protocol has no absolute expiry"),
-            };
+            let expiry = timeout(expires_after);
             let mut out = format!("put {queue}{expiry}:\r\n").into_bytes();
             for item in items {
                 out.extend_from_slice(item);

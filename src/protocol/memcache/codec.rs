@@ -1,30 +1,16 @@
-//! The memcache adapter (Kestrel's port 22133): the ASCII memcache dialect
-//! Kestrel clients speak, with queues as keys.
-//!
-//! [`McCodec`] frames and parses requests without I/O or queue knowledge:
-//! bytes in, typed [`Request`]s (or the error reply a bad request earns)
-//! out. [`serve`] runs each request on the [`QueueService`] and writes the
-//! reply. Beyond Kestrel: lines are limited in length, bad numbers and missing
-//! arguments get `CLIENT_ERROR <reason>` instead of a silent disconnect, an
-//! oversized `set` is skipped without being buffered, and `noreply` works.
+//! The memcache codec: frames and parses requests without I/O or queue
+//! knowledge: bytes in, typed [`Request`]s (or the error reply a bad request
+//! earns) out. It never buffers more than one line (up to `max_line`) or one
+//! accepted data block (up to `max_item`); an oversized `set` is refused
+//! before its data is read.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio::net::TcpStream;
+use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
-use super::Shared;
-use super::connection::{Codec, Connection};
-use crate::service::{
-    Expiry, GetRequest, QueueService, Read, ServerStatus, ServiceError, Transactions,
-};
-use crate::stats::{self, QueueStats, ServerStats};
-
-/// Expiry times at or above this are absolute Unix times (memcache's rule).
-const ABSOLUTE_EXPIRY: i64 = 1_000_000;
+use crate::protocol::connection::Codec;
+use crate::protocol::line::{self, Limits};
 
 /// Options of a `get`: `queue/t=500/open`, in any order.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -41,7 +27,8 @@ pub struct GetOptions {
 pub enum Request {
     Set {
         queue: String,
-        expiry: Expiry,
+        /// As sent: 0 never, under 1,000,000 seconds from now, else a Unix time.
+        exptime: i64,
         data: Bytes,
         noreply: bool,
     },
@@ -100,7 +87,7 @@ pub enum Frame {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct SetLine {
     queue: String,
-    expiry: Expiry,
+    exptime: i64,
     len: usize,
     noreply: bool,
 }
@@ -142,10 +129,10 @@ pub struct McCodec {
 }
 
 impl McCodec {
-    pub fn new(max_line: usize, max_item: usize) -> Self {
+    pub fn new(limits: Limits) -> Self {
         McCodec {
-            max_line,
-            max_item,
+            max_line: limits.max_line,
+            max_item: limits.max_item,
             state: State::Line,
         }
     }
@@ -210,14 +197,14 @@ impl Decoder for McCodec {
                             return Ok(Some(Frame::ClientError("bad data chunk".into())));
                         }
                     }
-                    let data = super::take_item(buf, len);
+                    let data = line::take_item(buf, len);
                     buf.advance(2);
                     let State::Data(set) = std::mem::replace(&mut self.state, State::Line) else {
                         unreachable!()
                     };
                     let request = Request::Set {
                         queue: set.queue,
-                        expiry: set.expiry,
+                        exptime: set.exptime,
                         data,
                         noreply: set.noreply,
                     };
@@ -263,15 +250,12 @@ fn trim_eol(line: &[u8]) -> &[u8] {
 }
 
 fn text(word: &[u8], what: &str) -> Result<String, String> {
-    String::from_utf8(word.to_vec()).map_err(|_| format!("{what} is not valid UTF-8"))
+    line::text(word).ok_or_else(|| format!("{what} is not valid UTF-8"))
 }
 
 fn number<T: std::str::FromStr>(word: Option<&&[u8]>, what: &str) -> Result<T, String> {
     let word = word.ok_or_else(|| format!("missing {what}"))?;
-    std::str::from_utf8(word)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad {what} {:?}", String::from_utf8_lossy(word)))
+    line::number(word).ok_or_else(|| format!("bad {what} {:?}", String::from_utf8_lossy(word)))
 }
 
 fn queue_arg(word: Option<&&[u8]>) -> Result<String, String> {
@@ -280,7 +264,7 @@ fn queue_arg(word: Option<&&[u8]>) -> Result<String, String> {
 
 /// Parses one request line (without its line end).
 fn parse_line(line: &[u8]) -> Result<Line, String> {
-    let Some((command, args)) = super::split_command(line) else {
+    let Some((command, args)) = line::split_command(line) else {
         return Err("empty command line".into());
     };
     let args = &args[..];
@@ -340,15 +324,9 @@ fn parse_set(args: &[&[u8]]) -> Result<Line, String> {
             Some(&b"noreply") => true,
             Some(other) => return Err(format!("unexpected {:?}", String::from_utf8_lossy(other))),
         };
-        let expiry = match exptime {
-            0 => Expiry::Never,
-            t if t < 0 => Expiry::At(0),
-            t if t < ABSOLUTE_EXPIRY => Expiry::After(Duration::from_secs(t as u64)),
-            t => Expiry::At(t.saturating_mul(1000)),
-        };
         Ok(SetLine {
             queue,
-            expiry,
+            exptime,
             len,
             noreply,
         })
@@ -391,323 +369,21 @@ fn parse_get(args: &[&[u8]]) -> Result<Request, String> {
     Ok(Request::Get { queue, options })
 }
 
-/// The server-wide stats, named and ordered as Kestrel's memcache `stats`.
-fn server_fields(s: &ServerStats) -> Vec<(&'static str, String)> {
-    let curr_items: u64 = s.queues.iter().map(|(_, q)| q.items).sum();
-    let bytes: u64 = s.queues.iter().map(|(_, q)| q.bytes).sum();
-    vec![
-        ("uptime", s.uptime_secs.to_string()),
-        ("time", s.time_secs.to_string()),
-        ("version", s.version.to_string()),
-        ("curr_items", curr_items.to_string()),
-        ("total_items", s.total_items.to_string()),
-        ("bytes", bytes.to_string()),
-        ("curr_connections", s.curr_connections.to_string()),
-        ("total_connections", s.total_connections.to_string()),
-        ("cmd_get", s.cmd_get.to_string()),
-        ("cmd_set", s.cmd_set.to_string()),
-        ("cmd_peek", s.cmd_peek.to_string()),
-        ("get_hits", s.get_hits.to_string()),
-        ("get_misses", s.get_misses.to_string()),
-        ("bytes_read", s.bytes_read.to_string()),
-        ("bytes_written", s.bytes_written.to_string()),
-        ("queue_creates", s.queue_creates.to_string()),
-        ("queue_deletes", s.queue_deletes.to_string()),
-        ("queue_expires", s.queue_expires.to_string()),
-        ("rejected_connections", s.rejected_connections.to_string()),
-        ("accept_errors", s.accept_errors.to_string()),
-        ("request_timeouts", s.request_timeouts.to_string()),
-        ("protocol_errors", s.protocol_errors.to_string()),
-        ("rejected_open_reads", s.rejected_open_reads.to_string()),
-        ("rejected_creates", s.rejected_creates.to_string()),
-        ("open_files", s.open_files.to_string()),
-        ("journal_fsyncs", s.journal_fsyncs.to_string()),
-    ]
-}
-
-/// One queue's stats, named and ordered as Kestrel's `queue_<name>_<stat>`.
-fn queue_fields(q: &QueueStats) -> [(&'static str, u64); 14] {
-    let c = &q.counters;
-    [
-        ("items", q.items),
-        ("bytes", q.bytes),
-        ("total_items", c.total_items),
-        ("logsize", q.journal_bytes),
-        ("expired_items", c.expired_items),
-        ("mem_items", q.mem_items),
-        ("mem_bytes", q.mem_bytes),
-        ("age", q.age_ms),
-        ("discarded", c.discarded),
-        ("waiters", q.waiters),
-        ("open_transactions", q.open_transactions),
-        ("transactions", c.transactions),
-        ("canceled_transactions", c.canceled_transactions),
-        ("total_flushes", c.total_flushes),
-    ]
-}
-
-/// The one place a refused call becomes a memcache reply.
-fn error_reply(e: &ServiceError) -> String {
-    match e {
-        ServiceError::BadName(_) => format!("CLIENT_ERROR {e}"),
-        ServiceError::OpenReadPending
-        | ServiceError::TooManyOpenReads { .. }
-        | ServiceError::NotEnoughOpen { .. } => "ERROR".into(),
-        ServiceError::Unavailable { .. }
-        | ServiceError::Storage(_)
-        | ServiceError::Config(_)
-        | ServiceError::StatusChange(_) => format!("SERVER_ERROR {e}"),
-    }
-}
-
-fn line(out: &mut BytesMut, text: &str) {
-    out.reserve(text.len() + 2);
-    out.put_slice(text.as_bytes());
-    out.put_slice(b"\r\n");
-}
-
-fn value(out: &mut BytesMut, queue: &str, data: &[u8]) {
-    out.reserve(queue.len() + data.len() + 32);
-    out.put_slice(format!("VALUE {queue} 0 {}\r\n", data.len()).as_bytes());
-    out.put_slice(data);
-    out.put_slice(b"\r\nEND\r\n");
-}
-
-/// What the connection does after a request.
-enum Next {
-    Continue,
-    Close,
-}
-
-/// Serves one memcache connection.
-pub async fn serve<S: QueueService>(
-    service: Arc<S>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-) {
-    let stats = service.counters();
-    let config = &shared.config;
-    let codec = McCodec::new(config.max_line_size, config.max_item_size);
-    let mut conn = Connection::new(stream, peer, "memcache", codec, stats, &shared);
-    let mut session = service.session();
-    while let Some(frame) = conn.next().await {
-        let request = match frame {
-            Frame::Request(request) => request,
-            Frame::ClientError(reason) => {
-                stats::add(&stats.protocol_errors, 1);
-                line(&mut conn.out, &format!("CLIENT_ERROR {reason}"));
-                continue;
-            }
-            Frame::TooLarge { limit } => {
-                stats::add(&stats.protocol_errors, 1);
-                crate::throttled!(info, peer = %conn.peer, limit, "memcache set over max_item_size; connection closed");
-                line(
-                    &mut conn.out,
-                    &format!("SERVER_ERROR object too large for cache (limit {limit} bytes)"),
-                );
-                break;
-            }
-        };
-        match execute(&*service, &mut session, &mut conn, request, &shared).await {
-            Some(Next::Continue) => {}
-            Some(Next::Close) | None => break,
-        }
-    }
-    conn.flush().await;
-}
-
-/// Runs one request and appends its reply; `None` if the client left meanwhile.
-async fn execute<S: QueueService>(
-    service: &S,
-    session: &mut S::Session,
-    conn: &mut Connection<'_, McCodec>,
-    request: Request,
-    shared: &Shared,
-) -> Option<Next> {
-    let reply: String = match request {
-        Request::Set {
-            queue,
-            expiry,
-            data,
-            noreply,
-        } => {
-            let reply = match service.put(&queue, vec![data], expiry).await {
-                Ok(1) => "STORED".into(),
-                Ok(_) => "NOT_STORED".into(),
-                Err(e) => error_reply(&e),
-            };
-            if noreply {
-                return Some(Next::Continue);
-            }
-            reply
-        }
-        Request::Get { queue, options } => {
-            get(service, session, conn, &queue, options).await?;
-            return Some(Next::Continue);
-        }
-        Request::Monitor {
-            queue,
-            timeout,
-            max_items,
-        } => {
-            let max_items = max_items.unwrap_or(shared.config.max_open_transactions);
-            super::monitor(
-                service,
-                session,
-                conn,
-                &queue,
-                timeout,
-                max_items,
-                |out, data| value(out, &queue, data),
-            )
-            .await?;
-            "END".into()
-        }
-        Request::Confirm { queue, count } => {
-            match service
-                .confirm(session, &queue, Transactions::Oldest(count))
-                .await
-            {
-                Ok(_) if count > 0 => "END".into(),
-                Ok(_) => "ERROR".into(),
-                Err(e) => error_reply(&e),
-            }
-        }
-        Request::Delete { queue } => match service.delete(&queue).await {
-            Ok(()) => "DELETED".into(),
-            Err(e) => error_reply(&e),
-        },
-        Request::Flush { queue } => match service.flush(&queue).await {
-            Ok(()) => "END".into(),
-            Err(e) => error_reply(&e),
-        },
-        Request::FlushAll => match service.flush_all().await {
-            Ok(()) => "Flushed all queues.".into(),
-            Err(e) => error_reply(&e),
-        },
-        Request::FlushExpired { queue } => match service.flush_expired(Some(&queue)).await {
-            Ok(n) => n.to_string(),
-            Err(e) => error_reply(&e),
-        },
-        Request::FlushAllExpired => match service.flush_expired(None).await {
-            Ok(n) => n.to_string(),
-            Err(e) => error_reply(&e),
-        },
-        Request::Stats => {
-            let stats = service.stats();
-            let mut text = String::new();
-            for (name, value) in server_fields(&stats) {
-                text += &format!("STAT {name} {value}\r\n");
-            }
-            let budget = &shared.budget;
-            text += &format!("STAT buffered_bytes {}\r\n", budget.used());
-            text += &format!("STAT buffer_waits {}\r\n", budget.stalls());
-            for (queue, q) in &stats.queues {
-                for (name, value) in queue_fields(q) {
-                    text += &format!("STAT queue_{queue}_{name} {value}\r\n");
-                }
-            }
-            text + "END"
-        }
-        Request::DumpStats { queues } => {
-            let stats = service.stats();
-            let mut text = String::new();
-            for (queue, q) in stats.queues.iter().filter(|(name, _)| {
-                queues.is_empty() || queues.iter().any(|wanted| wanted.as_str() == &**name)
-            }) {
-                text += &format!("queue '{queue}' {{\r\n");
-                for (name, value) in queue_fields(q) {
-                    text += &format!("  {name}={value}\r\n");
-                }
-                text += "}\r\n";
-            }
-            text + "END"
-        }
-        Request::Version => format!("VERSION {}", service.version()),
-        Request::Status { set: None } => service.status().word().to_string(),
-        Request::Status { set: Some(name) } => match ServerStatus::parse(&name) {
-            Some(status) => match service.set_status(status).await {
-                Ok(()) => "END".into(),
-                Err(e) => error_reply(&e),
-            },
-            None => format!("CLIENT_ERROR unknown status {name:?} (up, readonly or quiescent)"),
-        },
-        Request::Reload => match service.reload() {
-            Ok(()) => "Reloaded config.".into(),
-            Err(e) => error_reply(&e),
-        },
-        Request::Shutdown => {
-            tracing::info!(peer = %conn.peer, "shutdown requested over memcache");
-            service.shutdown();
-            return Some(Next::Close);
-        }
-        Request::Quit => return Some(Next::Close),
-    };
-    line(&mut conn.out, &reply);
-    Some(Next::Continue)
-}
-
-/// `get queue/options`: the transaction options first, then the read.
-/// Appends the reply; `None` if the client left meanwhile.
-async fn get<S: QueueService>(
-    service: &S,
-    session: &mut S::Session,
-    conn: &mut Connection<'_, McCodec>,
-    queue: &str,
-    options: GetOptions,
-) -> Option<()> {
-    if options.close {
-        // Closing with nothing open is not an error (Kestrel ignores it).
-        let reply = match service
-            .confirm(session, queue, Transactions::Oldest(1))
-            .await
-        {
-            Ok(_) | Err(ServiceError::NotEnoughOpen { .. }) if !options.open => Some("END".into()),
-            Ok(_) | Err(ServiceError::NotEnoughOpen { .. }) => None,
-            Err(e) => Some(error_reply(&e)),
-        };
-        if let Some(reply) = reply {
-            line(&mut conn.out, &reply);
-            return Some(());
-        }
-    }
-    if options.abort {
-        let reply = match service.abort(session, queue, Transactions::Oldest(1)).await {
-            Ok(_) | Err(ServiceError::NotEnoughOpen { .. }) => "END".into(),
-            Err(e) => error_reply(&e),
-        };
-        line(&mut conn.out, &reply);
-        return Some(());
-    }
-    let read = if options.open {
-        Read::Open
-    } else if options.peek {
-        Read::Peek
-    } else {
-        Read::Remove
-    };
-    let request = GetRequest {
-        max_items: 1,
-        timeout: options.timeout,
-        read,
-    };
-    match conn.run(service.get(session, queue, request)).await? {
-        Ok(reading) => match reading.finish().await.first() {
-            Some(item) => value(&mut conn.out, queue, &item.data),
-            None => line(&mut conn.out, "END"),
-        },
-        Err(e) => line(&mut conn.out, &error_reply(&e)),
-    }
-    Some(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn limits(max_line: usize, max_item: usize) -> Limits {
+        Limits {
+            max_line,
+            max_item,
+            max_put_items: 0,
+            max_put_bytes: 0,
+        }
+    }
+
     fn decode_all(input: &[u8], max_item: usize) -> Vec<Frame> {
-        let mut codec = McCodec::new(64, max_item);
+        let mut codec = McCodec::new(limits(64, max_item));
         let mut buf = BytesMut::from(input);
         let mut frames = Vec::new();
         while let Some(frame) = codec.decode(&mut buf).unwrap() {
@@ -741,13 +417,13 @@ mod tests {
             [
                 Frame::Request(Request::Set {
                     queue: "q".into(),
-                    expiry: Expiry::Never,
+                    exptime: 0,
                     data: Bytes::from_static(b"abc"),
                     noreply: false
                 }),
                 Frame::Request(Request::Set {
                     queue: "q".into(),
-                    expiry: Expiry::After(Duration::from_secs(10)),
+                    exptime: 10,
                     data: Bytes::from_static(b"xy"),
                     noreply: true
                 }),
@@ -777,14 +453,14 @@ mod tests {
         let reason = client_error(&format!("{line}q\r\n"));
         assert_eq!(reason, "line longer than 64 bytes");
         // Waiting for the rest of a line at the limit is not refusing it.
-        let mut codec = McCodec::new(64, 1024);
+        let mut codec = McCodec::new(limits(64, 1024));
         let mut buf = BytesMut::from(format!("{line}\r").as_bytes());
         assert_eq!(codec.decode(&mut buf).unwrap(), None);
     }
 
     #[test]
     fn data_may_contain_line_ends_and_arrive_in_pieces() {
-        let mut codec = McCodec::new(64, 1024);
+        let mut codec = McCodec::new(limits(64, 1024));
         let mut buf = BytesMut::new();
         for piece in [&b"set q 0 0 4\r"[..], b"\na\r", b"\nb", b"\r", b"\n"] {
             assert_eq!(codec.decode(&mut buf).unwrap(), None);
@@ -797,24 +473,9 @@ mod tests {
     }
 
     #[test]
-    fn expiry_times_follow_memcache_rules() {
-        let expiry = |t: &str| match request(&format!("set q 0 {t} 1\r\nx\r\n")) {
-            Request::Set { expiry, .. } => expiry,
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(expiry("0"), Expiry::Never);
-        assert_eq!(
-            expiry("999999"),
-            Expiry::After(Duration::from_secs(999_999))
-        );
-        assert_eq!(expiry("1000000"), Expiry::At(1_000_000_000));
-        assert_eq!(expiry("-1"), Expiry::At(0));
-    }
-
-    #[test]
     fn oversized_sets_end_the_stream_without_buffering() {
         for line in [&b"set q 0 0 10\r\n0123"[..], b"set q bad 0 10\r\n0123"] {
-            let mut codec = McCodec::new(64, 4);
+            let mut codec = McCodec::new(limits(64, 4));
             let mut buf = BytesMut::from(line);
             assert_eq!(
                 codec.decode(&mut buf).unwrap(),

@@ -1,36 +1,24 @@
-//! The text adapter (Kestrel's port 2222): a line protocol for people with
-//! telnet or nc. Requests are `\n`-terminated lines (a trailing `\r` is
-//! stripped); replies are `+<n>` (a count), `-<message>` (an error),
-//! `:<item>` (an item) or `*` (no item).
-//!
-//! Every read is reliable: `get`, `peek` and `monitor` first confirm the reads
-//! this connection holds open on the queue, and the reads they open go back
-//! to the queue if the connection closes. Beyond Kestrel: items are stored
-//! byte for byte, and a `put` over the item-count limit is refused with a
-//! message instead of being silently cut.
+//! The text codec: `\n`-terminated lines (a trailing `\r` is stripped) into
+//! typed [`Request`]s, or the `-` reply a refused one earns; a `put` collects
+//! its item lines, byte for byte, up to an empty line. No I/O, no queue
+//! knowledge; at most one line and one `put` (within [`Limits`]) buffered.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio::net::TcpStream;
+use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
-use super::Shared;
-use super::connection::{Codec, Connection};
-use crate::config::ServerConfig;
-use crate::service::{
-    Expiry, GetRequest, QueueService, Read, ServerStatus, ServiceError, Transactions,
-};
-use crate::stats;
+use crate::protocol::connection::Codec;
+
+use crate::protocol::line::{self, Limits};
 
 /// A parsed text-protocol request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     Put {
         queue: String,
-        expiry: Expiry,
+        /// How long after the put the items expire (never if `None`).
+        expires_after: Option<Duration>,
         items: Vec<Bytes>,
     },
     Get {
@@ -70,26 +58,13 @@ pub enum Frame {
     Error(String),
 }
 
-/// Limits on what one request may make the server buffer.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Longest command line.
-    pub max_line: usize,
-    /// Longest item line.
-    pub max_item: usize,
-    /// Most items in one `put`.
-    pub max_put_items: usize,
-    /// Most bytes in one `put`.
-    pub max_put_bytes: usize,
-}
-
 #[derive(Debug)]
 enum State {
     Line,
     /// Collecting the item lines of a `put`, up to an empty line.
     Put {
         queue: String,
-        expiry: Expiry,
+        expires_after: Option<Duration>,
         items: Vec<Bytes>,
         bytes: usize,
     },
@@ -198,10 +173,13 @@ impl Decoder for TextCodec {
             match &mut self.state {
                 State::Line => match parse_line(&line) {
                     Ok(Parsed::Request(request)) => return Ok(Some(Frame::Request(request))),
-                    Ok(Parsed::PutHeader { queue, expiry }) => {
+                    Ok(Parsed::PutHeader {
+                        queue,
+                        expires_after,
+                    }) => {
                         self.state = State::Put {
                             queue,
-                            expiry,
+                            expires_after,
                             items: Vec::new(),
                             bytes: 0,
                         };
@@ -212,7 +190,7 @@ impl Decoder for TextCodec {
                     if line.is_empty() {
                         let State::Put {
                             queue,
-                            expiry,
+                            expires_after,
                             items,
                             ..
                         } = std::mem::replace(&mut self.state, State::Line)
@@ -221,7 +199,7 @@ impl Decoder for TextCodec {
                         };
                         return Ok(Some(Frame::Request(Request::Put {
                             queue,
-                            expiry,
+                            expires_after,
                             items,
                         })));
                     }
@@ -236,7 +214,7 @@ impl Decoder for TextCodec {
                         self.state = State::RefusedPut { reason };
                     } else {
                         let len = line.len();
-                        items.push(super::take_item(&mut line, len));
+                        items.push(line::take_item(&mut line, len));
                     }
                 }
                 State::RefusedPut { .. } => {
@@ -270,17 +248,18 @@ impl Codec for TextCodec {
 
 enum Parsed {
     Request(Request),
-    PutHeader { queue: String, expiry: Expiry },
+    PutHeader {
+        queue: String,
+        expires_after: Option<Duration>,
+    },
 }
 
 fn word(w: &[u8]) -> Result<String, String> {
-    String::from_utf8(w.to_vec()).map_err(|_| "Queue name is not valid UTF-8.".to_string())
+    line::text(w).ok_or_else(|| "Queue name is not valid UTF-8.".to_string())
 }
 
 fn millis(w: &[u8], what: &str) -> Result<Duration, String> {
-    std::str::from_utf8(w)
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
+    line::number(w)
         .map(Duration::from_millis)
         .ok_or_else(|| format!("Error parsing {what}."))
 }
@@ -291,7 +270,7 @@ fn parse_line(line: &[u8]) -> Result<Parsed, String> {
         Some(rest) => (rest, true),
         None => (line, false),
     };
-    let Some((command, args)) = super::split_command(line) else {
+    let Some((command, args)) = line::split_command(line) else {
         return Err("Empty command.".into());
     };
     let args = &args[..];
@@ -310,13 +289,13 @@ fn parse_line(line: &[u8]) -> Result<Parsed, String> {
                         .into(),
                 );
             }
-            let expiry = match args.get(1) {
-                Some(t) => Expiry::After(millis(t, "expiration time")?),
-                None => Expiry::Never,
-            };
+            let expires_after = args
+                .get(1)
+                .map(|t| millis(t, "expiration time"))
+                .transpose()?;
             return Ok(Parsed::PutHeader {
                 queue: queue()?,
-                expiry,
+                expires_after,
             });
         }
         "get" => Request::Get {
@@ -340,10 +319,7 @@ fn parse_line(line: &[u8]) -> Result<Parsed, String> {
             let (Some(q), Some(n)) = (args.first(), args.get(1)) else {
                 return Err("Queue name & count required.".into());
             };
-            let count = std::str::from_utf8(n)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| "Error parsing count.".to_string())?;
+            let count = line::number(n).ok_or_else(|| "Error parsing count.".to_string())?;
             Request::Confirm {
                 queue: word(q)?,
                 count,
@@ -362,165 +338,6 @@ fn parse_line(line: &[u8]) -> Result<Parsed, String> {
         _ => return Err(format!("Unknown command: {command}")),
     };
     Ok(Parsed::Request(request))
-}
-
-/// The one place a refused call becomes a text reply.
-fn error_reply(e: &ServiceError) -> String {
-    match e {
-        ServiceError::NotEnoughOpen { .. } => "-Not that many transactions open.".into(),
-        other => format!("-{other}"),
-    }
-}
-
-fn reply(out: &mut BytesMut, text: &str) {
-    out.reserve(text.len() + 1);
-    out.put_slice(text.as_bytes());
-    out.put_u8(b'\n');
-}
-
-fn item(out: &mut BytesMut, data: &[u8]) {
-    out.reserve(data.len() + 2);
-    out.put_u8(b':');
-    out.put_slice(data);
-    out.put_u8(b'\n');
-}
-
-/// Serves one text-protocol connection.
-pub async fn serve<S: QueueService>(
-    service: Arc<S>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-) {
-    let stats = service.counters();
-    let config = &shared.config;
-    let codec = TextCodec::new(Limits {
-        max_line: config.max_line_size,
-        max_item: config.max_item_size,
-        max_put_items: config.text_max_put_items,
-        max_put_bytes: config.max_frame_size,
-    });
-    let mut conn = Connection::new(stream, peer, "text", codec, stats, &shared);
-    let mut session = service.session();
-    while let Some(frame) = conn.next().await {
-        let request = match frame {
-            Frame::Request(request) => request,
-            Frame::Error(message) => {
-                stats::add(&stats.protocol_errors, 1);
-                reply(&mut conn.out, &format!("-{message}"));
-                continue;
-            }
-        };
-        if execute(&*service, &mut session, &mut conn, request, config)
-            .await
-            .is_none()
-        {
-            break;
-        }
-    }
-    conn.flush().await;
-}
-
-/// Runs one request and appends its reply; `None` when the connection is to
-/// close (the client left, asked to quit, or shut the server down).
-async fn execute<S: QueueService>(
-    service: &S,
-    session: &mut S::Session,
-    conn: &mut Connection<'_, TextCodec>,
-    request: Request,
-    config: &ServerConfig,
-) -> Option<()> {
-    let text = match request {
-        Request::Put {
-            queue,
-            expiry,
-            items,
-        } => match service.put(&queue, items, expiry).await {
-            Ok(n) => format!("+{n}"),
-            Err(e) => error_reply(&e),
-        },
-        Request::Get { queue, timeout } => {
-            return read_one(service, session, conn, &queue, timeout, Read::Open).await;
-        }
-        Request::Peek { queue, timeout } => {
-            return read_one(service, session, conn, &queue, timeout, Read::Peek).await;
-        }
-        Request::Monitor { queue, timeout } => {
-            if let Err(e) = service.confirm(session, &queue, Transactions::All).await {
-                reply(&mut conn.out, &error_reply(&e));
-                return Some(());
-            }
-            let max = config.max_open_transactions;
-            super::monitor(service, session, conn, &queue, timeout, max, item).await?;
-            "*".into()
-        }
-        Request::Confirm { queue, count } => {
-            match service
-                .confirm(session, &queue, Transactions::Oldest(count))
-                .await
-            {
-                Ok(n) => format!("+{n}"),
-                Err(e) => error_reply(&e),
-            }
-        }
-        Request::Flush { queue } => match service.flush(&queue).await {
-            Ok(()) => "+0".into(),
-            Err(e) => error_reply(&e),
-        },
-        Request::Delete { queue } => match service.delete(&queue).await {
-            Ok(()) => "+0".into(),
-            Err(e) => error_reply(&e),
-        },
-        Request::Status { set: None } => format!(":{}", service.status().word()),
-        Request::Status { set: Some(name) } => match ServerStatus::parse(&name) {
-            Some(status) => match service.set_status(status).await {
-                Ok(()) => "+0".into(),
-                Err(e) => error_reply(&e),
-            },
-            None => "-Unknown status.".into(),
-        },
-        Request::Version => format!(":{}", service.version()),
-        Request::Shutdown => {
-            reply(&mut conn.out, "+0");
-            conn.flush().await;
-            tracing::info!(peer = %conn.peer, "shutdown requested over the text protocol");
-            service.shutdown();
-            return None;
-        }
-        Request::Quit => return None,
-    };
-    reply(&mut conn.out, &text);
-    Some(())
-}
-
-/// `get` and `peek`: confirm this connection's open reads on the queue, then
-/// read one item (opened, or peeked). Appends `:<item>` or `*`; `None` if
-/// the client left meanwhile.
-async fn read_one<S: QueueService>(
-    service: &S,
-    session: &mut S::Session,
-    conn: &mut Connection<'_, TextCodec>,
-    queue: &str,
-    timeout: Option<Duration>,
-    read: Read,
-) -> Option<()> {
-    if let Err(e) = service.confirm(session, queue, Transactions::All).await {
-        reply(&mut conn.out, &error_reply(&e));
-        return Some(());
-    }
-    let request = GetRequest {
-        max_items: 1,
-        timeout,
-        read,
-    };
-    match conn.run(service.get(session, queue, request)).await? {
-        Ok(reading) => match reading.finish().await.first() {
-            Some(found) => item(&mut conn.out, &found.data),
-            None => reply(&mut conn.out, "*"),
-        },
-        Err(e) => reply(&mut conn.out, &error_reply(&e)),
-    }
-    Some(())
 }
 
 #[cfg(test)]
@@ -561,7 +378,7 @@ mod tests {
                 decode_all(input.as_bytes()),
                 [Frame::Request(Request::Put {
                     queue: "q".into(),
-                    expiry: Expiry::Never,
+                    expires_after: None,
                     items: vec![b(&item)],
                 })],
                 "{end:?}"
@@ -610,7 +427,7 @@ mod tests {
             [
                 Frame::Request(Request::Put {
                     queue: "q".into(),
-                    expiry: Expiry::After(Duration::from_millis(500)),
+                    expires_after: Some(Duration::from_millis(500)),
                     items: vec![Bytes::from_static(b"ab\xffc"), b("second")],
                 }),
                 Frame::Request(Request::Get {

@@ -1,43 +1,29 @@
-//! The service trait: the one interface every protocol adapter calls, and the
-//! implementation that runs it on the queue engine.
-//!
-//! Adapters translate their wire format into these calls and the results back
-//! into wire replies; everything a queue does (waiting, transactions, limits,
-//! server status, stats) happens behind this trait. A [`QueueService::Session`]
-//! stands for one client connection: reads it opens without a deadline belong
-//! to it and go back to their queues when it is dropped, however the
-//! connection ended.
+//! [`QueueServer`], the one implementation of [`QueueService`]: the queue
+//! engine ([`QueueCollection`]) with the server's status, counters, open-read
+//! limit and auto-abort timer around it.
 
-use std::collections::{HashMap, VecDeque};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use thiserror::Error;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::{
+    Delivered, Expiry, GetRequest, MAX_WAIT, Monitor, QueueService, Read, Reading, ServiceError,
+    Session, Transactions, VERSION, settled,
+};
 use crate::clock::now_ms;
 use crate::config::ServerConfig;
 use crate::journal::Ack;
-use crate::name::NameError;
 use crate::offload;
-use crate::queue::{AutoAbort, Capacity, Queue, QueueCollection, QueueError, ReadKind};
+use crate::queue::{AutoAbort, Capacity, Queue, QueueCollection, ReadKind};
 use crate::stats::{self, QueueStats, ServerStats, Stats};
-use crate::status::{ChangePending, StatusKeeper};
-
-/// The version every protocol reports.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+use crate::status::{ServerStatus, StatusKeeper};
 
 /// Journal files held open when no limit was derived from the process's
 /// (as in tests that build a service directly).
 const DEFAULT_OPEN_FILES: usize = 256;
-
-/// Longest a read may wait; longer timeouts are cut to this.
-pub const MAX_WAIT: Duration = Duration::from_secs(30 * 24 * 3600);
-
-pub use crate::status::ServerStatus;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
@@ -55,243 +41,17 @@ impl Op {
     }
 }
 
-/// Why the service refused a call. Each adapter maps these to its wire
-/// replies in one place.
-#[derive(Debug, Error)]
-pub enum ServiceError {
-    #[error("invalid queue name: {0}")]
-    BadName(#[from] NameError),
-    #[error("server is {status}: {action} refused")]
-    Unavailable {
-        status: ServerStatus,
-        action: &'static str,
-    },
-    #[error("this connection has an open read on the queue; confirm or abort it first")]
-    OpenReadPending,
-    #[error("too many open reads on this queue (limit {limit})")]
-    TooManyOpenReads { limit: usize },
-    #[error("{wanted} open reads requested but only {open} open")]
-    NotEnoughOpen { wanted: usize, open: usize },
-    #[error("{0}")]
-    Storage(String),
-    #[error("{0}")]
-    Config(String),
-    #[error(transparent)]
-    StatusChange(#[from] ChangePending),
-}
-
-impl From<QueueError> for ServiceError {
-    fn from(e: QueueError) -> Self {
-        match e {
-            QueueError::BadName(name) => ServiceError::BadName(name),
-            other => ServiceError::Storage(other.to_string()),
-        }
-    }
-}
-
-/// Waits for a journal acknowledgement. Reads, confirms and aborts keep
-/// working when the disk does not (their records are best-effort: at worst an
-/// item is delivered again after a restart), so their failures are only logged.
-async fn settled(ack: Option<Ack>, what: &str) {
-    if let Some(ack) = ack
-        && let Err(e) = ack.wait().await
-    {
-        tracing::warn!(error = %e, "{what} not journaled");
-    }
-}
-
 /// Waits for a journal acknowledgement that the client must hear about.
 async fn durable(ack: Option<Ack>) -> Result<(), ServiceError> {
     match ack {
-        Some(ack) => ack
-            .wait()
-            .await
-            .map_err(|e| ServiceError::Storage(e.to_string())),
+        Some(ack) => Ok(ack.wait().await?),
         None => Ok(()),
     }
 }
 
-/// When put items expire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expiry {
-    Never,
-    /// This long after the put.
-    After(Duration),
-    /// At this time, in milliseconds since the Unix epoch.
-    At(i64),
-}
-
-impl Expiry {
-    fn deadline_ms(self) -> Option<i64> {
-        match self {
-            Expiry::Never => None,
-            Expiry::After(d) => {
-                Some(now_ms().saturating_add(d.as_millis().min(i64::MAX as u128) as i64))
-            }
-            Expiry::At(ms) => Some(ms),
-        }
-    }
-}
-
-/// How a get takes its items.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Read {
-    /// Remove them for good (at-most-once).
-    Remove,
-    /// Open them for this session: they stay invisible to others until the
-    /// session confirms them, and go back to the head if it aborts them or ends.
-    Open,
-    /// Open them with a deadline: confirmable or abortable by id from any
-    /// session, and put back by themselves when the deadline passes.
-    OpenWithTimeout(Duration),
-    /// Return a copy of the head item without removing it.
-    Peek,
-}
-
-/// A get: up to `max_items` items, waiting up to `timeout` for them all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GetRequest {
-    pub max_items: usize,
-    pub timeout: Option<Duration>,
-    pub read: Read,
-}
-
-/// An item handed to a client. `id` is set for `Read::OpenWithTimeout` (the
-/// id to confirm or abort); session-owned opens are named by order instead.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivered {
-    pub data: Bytes,
-    pub id: Option<u64>,
-}
-
-/// Items a get has taken but not yet handed over. [`Reading::finish`] waits
-/// until the read is journaled and yields the items.
-///
-/// The wait is a step of its own so that an adapter can give up waiting *for*
-/// items (the client left, the server stops) without ever dropping items
-/// already taken: it runs [`QueueService::get`] under its connection's watch,
-/// and `finish` to the end, then replies.
-#[must_use = "the items are lost unless finished and delivered"]
-pub struct Reading {
-    items: Vec<Delivered>,
-    ack: Option<Ack>,
-}
-
-impl Reading {
-    /// A reading of items that need no journal wait.
-    pub fn ready(items: Vec<Delivered>) -> Reading {
-        Reading { items, ack: None }
-    }
-
-    /// Waits until the read is journaled; the items, to deliver.
-    pub async fn finish(self) -> Vec<Delivered> {
-        settled(self.ack, "read").await;
-        self.items
-    }
-}
-
-/// Which open transactions a confirm or abort applies to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Transactions {
-    /// These ids, whoever opened them; unknown ids are ignored.
-    Ids(Vec<u64>),
-    /// This session's `n` oldest open reads on the queue; refused (nothing
-    /// done) if it holds fewer.
-    Oldest(usize),
-    /// Every read this session holds open on the queue.
-    All,
-}
-
-/// The operations of a Kestrel queue server, independent of any wire format.
-///
-/// Methods that change state resolve once the change is acknowledged, so an
-/// adapter can reply as soon as the future completes.
-pub trait QueueService: Send + Sync + 'static {
-    /// Per-connection state: the reads this connection holds open.
-    type Session: Send;
-
-    /// A fresh session for a new connection.
-    fn session(&self) -> Self::Session;
-
-    /// Appends `items` to `queue` in order; returns how many were accepted
-    /// (the count stops at the first refused item).
-    fn put(
-        &self,
-        queue: &str,
-        items: Vec<Bytes>,
-        expiry: Expiry,
-    ) -> impl Future<Output = Result<usize, ServiceError>> + Send;
-
-    /// Reads from `queue` as `request` says, waiting if it has a timeout.
-    /// Dropping the future while it waits takes nothing; the items it
-    /// resolves to are delivered through [`Reading::finish`].
-    fn get(
-        &self,
-        session: &mut Self::Session,
-        queue: &str,
-        request: GetRequest,
-    ) -> impl Future<Output = Result<Reading, ServiceError>> + Send;
-
-    /// Removes open items for good; returns how many were confirmed.
-    fn confirm(
-        &self,
-        session: &mut Self::Session,
-        queue: &str,
-        which: Transactions,
-    ) -> impl Future<Output = Result<usize, ServiceError>> + Send;
-
-    /// Puts open items back at the head; returns how many were aborted.
-    fn abort(
-        &self,
-        session: &mut Self::Session,
-        queue: &str,
-        which: Transactions,
-    ) -> impl Future<Output = Result<usize, ServiceError>> + Send;
-
-    /// Describes `queue` (creating it), including its head item.
-    fn peek(&self, queue: &str) -> Result<QueueStats, ServiceError>;
-
-    /// Removes every ready item of `queue`, if it exists.
-    fn flush(&self, queue: &str) -> impl Future<Output = Result<(), ServiceError>> + Send;
-
-    /// Flushes every queue.
-    fn flush_all(&self) -> impl Future<Output = Result<(), ServiceError>> + Send;
-
-    /// Drops the expired items of `queue` (of every queue if `None`); returns
-    /// how many were dropped.
-    fn flush_expired(
-        &self,
-        queue: Option<&str>,
-    ) -> impl Future<Output = Result<u64, ServiceError>> + Send;
-
-    /// Removes `queue` entirely, if it exists.
-    fn delete(&self, queue: &str) -> impl Future<Output = Result<(), ServiceError>> + Send;
-
-    fn status(&self) -> ServerStatus;
-
-    fn set_status(
-        &self,
-        status: ServerStatus,
-    ) -> impl Future<Output = Result<(), ServiceError>> + Send;
-
-    fn version(&self) -> &'static str {
-        VERSION
-    }
-
-    fn stats(&self) -> ServerStats;
-
-    /// Re-reads the queue settings.
-    fn reload(&self) -> Result<(), ServiceError>;
-
-    /// Starts a clean shutdown of the whole server.
-    fn shutdown(&self);
-
-    /// Counters adapters bump for connections and bytes on the wire.
-    fn counters(&self) -> &Stats;
-}
-
-/// The server's service: the queue engine plus status, stats and auto-abort.
-pub struct Kestrel {
+/// The server's service: the queue engine plus status, stats and
+/// auto-abort, behind [`QueueService`].
+pub struct QueueServer {
     queues: Arc<QueueCollection>,
     auto_abort: Arc<AutoAbort>,
     status: StatusKeeper,
@@ -302,10 +62,10 @@ pub struct Kestrel {
     config_file: Option<std::path::PathBuf>,
 }
 
-impl Kestrel {
+impl QueueServer {
     /// A service for `config`; its `shutdown` cancels `shutdown`.
     pub fn new(config: &ServerConfig, shutdown: CancellationToken) -> std::io::Result<Self> {
-        Ok(Kestrel {
+        Ok(QueueServer {
             queues: Arc::new(QueueCollection::open(
                 &config.data_dir,
                 config.queues.clone(),
@@ -358,118 +118,7 @@ impl Kestrel {
     }
 }
 
-/// The reads one connection holds open, per queue, oldest first.
-pub struct Session {
-    /// Opened for the session: confirmed or aborted through it, aborted
-    /// when it ends.
-    open: HashMap<Arc<str>, OpenReads>,
-    /// Opened with a deadline (Thrift): they outlive the session, but count
-    /// against its open-read limit while they stay open.
-    timed: HashMap<Arc<str>, OpenReads>,
-}
-
-struct OpenReads {
-    /// The queue instance they were opened on (a queue deleted and created
-    /// again under the same name is another instance).
-    queue: Arc<Queue>,
-    xids: VecDeque<u64>,
-}
-
-impl Session {
-    fn open_count(&self, queue: &Arc<Queue>) -> usize {
-        match self.open.get(queue.name()) {
-            Some(reads) if Arc::ptr_eq(&reads.queue, queue) => reads.xids.len(),
-            _ => 0,
-        }
-    }
-
-    /// How many reads this session opened with a deadline on `queue` are
-    /// still open (not confirmed, aborted or timed out since).
-    fn timed_count(&mut self, queue: &Arc<Queue>) -> usize {
-        match self.timed.get_mut(queue.name()) {
-            Some(reads) if Arc::ptr_eq(&reads.queue, queue) => {
-                queue.retain_open(&mut reads.xids);
-                reads.xids.len()
-            }
-            _ => 0,
-        }
-    }
-
-    fn record(&mut self, queue: &Arc<Queue>, xids: impl IntoIterator<Item = u64>) {
-        Self::add(&mut self.open, queue, xids);
-    }
-
-    fn record_timed(&mut self, queue: &Arc<Queue>, xids: impl IntoIterator<Item = u64>) {
-        Self::add(&mut self.timed, queue, xids);
-    }
-
-    fn add(
-        map: &mut HashMap<Arc<str>, OpenReads>,
-        queue: &Arc<Queue>,
-        xids: impl IntoIterator<Item = u64>,
-    ) {
-        let reads = map
-            .entry(queue.name().clone())
-            .or_insert_with(|| OpenReads {
-                queue: queue.clone(),
-                xids: VecDeque::new(),
-            });
-        if !Arc::ptr_eq(&reads.queue, queue) {
-            *reads = OpenReads {
-                queue: queue.clone(),
-                xids: VecDeque::new(),
-            };
-        }
-        reads.xids.extend(xids);
-    }
-
-    /// Takes the oldest `n` (or all) open reads on `queue` out of the session.
-    fn take(&mut self, queue: &str, n: Option<usize>) -> Result<Option<Held>, ServiceError> {
-        let Some(reads) = self.open.get_mut(queue) else {
-            return match n {
-                Some(wanted) if wanted > 0 => Err(ServiceError::NotEnoughOpen { wanted, open: 0 }),
-                _ => Ok(None),
-            };
-        };
-        let n = n.unwrap_or(reads.xids.len());
-        if n > reads.xids.len() {
-            return Err(ServiceError::NotEnoughOpen {
-                wanted: n,
-                open: reads.xids.len(),
-            });
-        }
-        let held = Held {
-            queue: reads.queue.clone(),
-            xids: reads.xids.drain(..n).collect(),
-        };
-        if reads.xids.is_empty() {
-            self.open.remove(queue);
-        }
-        Ok(Some(held))
-    }
-}
-
-/// Open reads taken out of a session to be confirmed or aborted.
-struct Held {
-    queue: Arc<Queue>,
-    xids: Vec<u64>,
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        for (name, reads) in self.open.drain() {
-            let xids: Vec<u64> = reads.xids.into();
-            // Not awaited: an abort that misses the disk is rolled back by
-            // recovery anyway.
-            let (n, _) = reads.queue.abort(&xids);
-            if n > 0 {
-                tracing::debug!(queue = %name, items = n, "connection closed: open reads aborted");
-            }
-        }
-    }
-}
-
-impl Kestrel {
+impl QueueServer {
     /// Confirms or aborts, as `apply` does to the queue.
     async fn settle(
         &self,
@@ -496,14 +145,9 @@ impl Kestrel {
     }
 }
 
-impl QueueService for Kestrel {
-    type Session = Session;
-
+impl QueueService for QueueServer {
     fn session(&self) -> Session {
-        Session {
-            open: HashMap::new(),
-            timed: HashMap::new(),
-        }
+        Session::new()
     }
 
     async fn put(
@@ -575,7 +219,7 @@ impl QueueService for Kestrel {
         let q = self.queues.get_or_create(queue)?;
         let mut max = request.max_items;
         let kind = match request.read {
-            Read::Remove => {
+            Read::Take => {
                 if session.open_count(&q) > 0 {
                     return Err(ServiceError::OpenReadPending);
                 }
@@ -592,7 +236,7 @@ impl QueueService for Kestrel {
                 ReadKind::Open
             }
             Read::OpenWithTimeout(_) => {
-                // As Kestrel did over Thrift: at the limit a get returns
+                // As QueueServer did over Thrift: at the limit a get returns
                 // nothing, below it at most what the limit leaves.
                 let limit = self.max_open_transactions;
                 let open = session.timed_count(&q);
@@ -628,7 +272,7 @@ impl QueueService for Kestrel {
                 self.auto_abort
                     .schedule(Instant::now() + after.min(MAX_WAIT), q.clone(), xids);
             }
-            Read::Remove | Read::Peek => {}
+            Read::Take | Read::Peek => {}
         }
         // Opened items are owned (by the session or a deadline) from here
         // on, so a client that leaves before `finish` cannot strand them.
@@ -766,11 +410,17 @@ impl QueueService for Kestrel {
     }
 
     fn reload(&self) -> Result<(), ServiceError> {
-        let fresh = crate::config::load(self.config_file.as_deref(), None)
-            .map_err(|e| ServiceError::Config(e.0))?;
+        let fresh = crate::config::load(self.config_file.as_deref(), None)?;
         self.queues.reconfigure(fresh.queues);
         tracing::info!("configuration reloaded");
         Ok(())
+    }
+
+    fn monitor(&self, timeout: Duration, max_items: Option<usize>) -> Monitor {
+        Monitor {
+            deadline: Instant::now() + timeout.min(MAX_WAIT),
+            left: max_items.unwrap_or(self.max_open_transactions),
+        }
     }
 
     fn shutdown(&self) {
@@ -784,7 +434,7 @@ mod tests {
 
     /// A get, finished: the items it delivers.
     async fn read(
-        k: &Kestrel,
+        k: &QueueServer,
         session: &mut Session,
         queue: &str,
         request: GetRequest,
@@ -793,7 +443,7 @@ mod tests {
     }
 
     /// A service with journaled queues in a temporary directory.
-    fn service() -> (Kestrel, tempfile::TempDir) {
+    fn service() -> (QueueServer, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let config = ServerConfig {
             max_open_transactions: 2,
@@ -801,7 +451,7 @@ mod tests {
             ..ServerConfig::default()
         };
         (
-            Kestrel::new(&config, CancellationToken::new()).unwrap(),
+            QueueServer::new(&config, CancellationToken::new()).unwrap(),
             dir,
         )
     }
@@ -828,12 +478,12 @@ mod tests {
         let got = read(&k, &mut s, "q", req(1, Read::Open)).await.unwrap();
         assert_eq!((got[0].data.as_ref(), got[0].id), (&b"a"[..], None));
         assert!(matches!(
-            read(&k, &mut s, "q", req(1, Read::Remove)).await,
+            read(&k, &mut s, "q", req(1, Read::Take)).await,
             Err(ServiceError::OpenReadPending)
         ));
         drop(s);
         let mut s2 = k.session();
-        let got = read(&k, &mut s2, "q", req(2, Read::Remove)).await.unwrap();
+        let got = read(&k, &mut s2, "q", req(2, Read::Take)).await.unwrap();
         assert_eq!(
             got.iter().map(|d| d.data.clone()).collect::<Vec<_>>(),
             [b("a"), b("b")]
@@ -870,7 +520,7 @@ mod tests {
         );
         assert_eq!(k.abort(&mut s, "q", Transactions::All).await.unwrap(), 1);
         let mut s2 = k.session();
-        let got = read(&k, &mut s2, "q", req(5, Read::Remove)).await.unwrap();
+        let got = read(&k, &mut s2, "q", req(5, Read::Take)).await.unwrap();
         assert_eq!(
             got.iter().map(|d| d.data.clone()).collect::<Vec<_>>(),
             [b("b"), b("c")]
@@ -898,7 +548,7 @@ mod tests {
         ));
         assert!(k.peek("q").is_ok());
         k.set_status(ServerStatus::Quiescent).await.unwrap();
-        assert!(read(&k, &mut s, "q", req(1, Read::Remove)).await.is_err());
+        assert!(read(&k, &mut s, "q", req(1, Read::Take)).await.is_err());
         assert!(k.peek("q").is_err());
         assert_eq!(
             k.confirm(&mut s, "q", Transactions::Ids(vec![id.unwrap()]))

@@ -1,0 +1,93 @@
+//! What the two line protocols (memcache and text) parse alike: their
+//! limits, command lines split into words, numbers and names in those words,
+//! and items cut out of the input buffer. Pure functions over bytes; each
+//! protocol words its own error replies.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::config::ServerConfig;
+
+/// Limits on what one request may make the server buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Longest command line, without its line end.
+    pub max_line: usize,
+    /// Largest item (a memcache data block, a text item line).
+    pub max_item: usize,
+    /// Most items in one text `put`.
+    pub max_put_items: usize,
+    /// Most bytes in one text `put`.
+    pub max_put_bytes: usize,
+}
+
+impl Limits {
+    pub fn new(config: &ServerConfig) -> Limits {
+        Limits {
+            max_line: config.max_line_size,
+            max_item: config.max_item_size,
+            max_put_items: config.text_max_put_items,
+            max_put_bytes: config.max_frame_size,
+        }
+    }
+}
+
+/// Splits a command line at spaces: the command, lowercased, and its
+/// arguments. `None` for a blank line.
+pub fn split_command(line: &[u8]) -> Option<(String, Vec<&[u8]>)> {
+    let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
+    let command = String::from_utf8_lossy(words.next()?).to_ascii_lowercase();
+    Some((command, words.collect()))
+}
+
+/// A word as a number, if it is one.
+pub fn number<T: std::str::FromStr>(word: &[u8]) -> Option<T> {
+    std::str::from_utf8(word).ok()?.parse().ok()
+}
+
+/// A word as text (a queue name, a status), if it is UTF-8.
+pub fn text(word: &[u8]) -> Option<String> {
+    String::from_utf8(word.to_vec()).ok()
+}
+
+/// Items up to this size are copied out of a connection's read buffer
+/// rather than sliced from it: a queued slice keeps the whole buffer
+/// allocated, so a small item could pin many times its size.
+const COPY_BELOW: usize = 4096;
+
+/// Takes the first `len` bytes of `buf` as an item of its own.
+pub fn take_item(buf: &mut BytesMut, len: usize) -> Bytes {
+    if len < COPY_BELOW {
+        let item = Bytes::copy_from_slice(&buf[..len]);
+        buf.advance(len);
+        item
+    } else {
+        buf.split_to(len).freeze()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_split_at_runs_of_spaces_and_the_command_is_lowercased() {
+        let (command, args) = split_command(b"  GET  q/open   x").unwrap();
+        assert_eq!(command, "get");
+        assert_eq!(args, [&b"q/open"[..], b"x"]);
+        assert!(split_command(b"   ").is_none());
+        assert_eq!(number::<u32>(b"42"), Some(42));
+        assert_eq!(number::<u32>(b"-1"), None);
+        assert_eq!(text(b"\xff"), None);
+    }
+
+    #[test]
+    fn small_items_are_copied_and_large_ones_sliced() {
+        let mut buf = BytesMut::from(&b"abcdef"[..]);
+        assert_eq!(take_item(&mut buf, 2), Bytes::from_static(b"ab"));
+        assert_eq!(&buf[..], b"cdef");
+        let mut big = BytesMut::from(vec![7u8; COPY_BELOW + 10].as_slice());
+        let item = take_item(&mut big, COPY_BELOW);
+        assert_eq!(item.len(), COPY_BELOW);
+        assert_eq!(big.len(), 10);
+    }
+}
