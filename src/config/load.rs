@@ -1,0 +1,347 @@
+//! Reading the sources: the settings file and the `KESTREL_…` environment
+//! as written, resolved over the defaults and checked.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::values::{Dur, OptDur, Port, Size};
+use super::{ConfigError, QueueSettings, QueuesConfig, ServerConfig, set};
+use crate::name;
+use crate::status::ServerStatus;
+
+/// The settings file and environment as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    listen: Option<IpAddr>,
+    data_dir: Option<PathBuf>,
+    thrift_port: Option<Port>,
+    memcache_port: Option<Port>,
+    text_port: Option<Port>,
+    max_frame_size: Option<Size>,
+    max_line_size: Option<Size>,
+    max_item_size: Option<Size>,
+    text_max_put_items: Option<usize>,
+    max_open_transactions: Option<usize>,
+    client_timeout: Option<OptDur>,
+    request_timeout: Option<OptDur>,
+    max_buffered_bytes: Option<Size>,
+    max_connections: Option<usize>,
+    max_queues: Option<usize>,
+    max_open_files: Option<usize>,
+    expiration_timer_frequency: Option<OptDur>,
+    status_file: Option<PathBuf>,
+    default_status: Option<String>,
+    status_change_grace_period: Option<Dur>,
+    worker_threads: Option<usize>,
+    default_queue: Option<QueueSettings>,
+    queues: Option<HashMap<String, QueueSettings>>,
+    aliases: Option<HashMap<String, Vec<String>>>,
+}
+
+fn bytes_usize(size: Size, key: &str) -> Result<usize, ConfigError> {
+    usize::try_from(size.0).map_err(|_| ConfigError(format!("{key}: {} is too large", size.0)))
+}
+
+/// Loads settings from the embedded defaults, `file` (if any) and the
+/// environment (`KESTREL_…`; `env` replaces the process environment, for tests).
+pub fn load(
+    file: Option<&Path>,
+    env: Option<HashMap<String, String>>,
+) -> Result<ServerConfig, ConfigError> {
+    let mut builder = config::Config::builder();
+    let source = file
+        .map(|f| f.display().to_string())
+        .unwrap_or_else(|| "the environment".into());
+    if let Some(path) = file {
+        if !path.is_file() {
+            return Err(ConfigError(format!(
+                "{}: no such configuration file",
+                path.display()
+            )));
+        }
+        builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+    }
+    builder = builder.add_source(
+        config::Environment::with_prefix("KESTREL")
+            .prefix_separator("_")
+            .separator("__")
+            .try_parsing(true)
+            .source(Some(settings_from_env(env))),
+    );
+    let settings: FileSettings = builder
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|e| ConfigError(format!("{source}: {e}")))?;
+    resolve(settings).map_err(|e| ConfigError(format!("{source}: {}", e.0)))
+}
+
+/// The `KESTREL_…` variables of `env` (the process environment if `None`)
+/// that name a setting. Others are left out with one warning: orchestrators
+/// set variables of their own under the same prefix (Kubernetes gives a
+/// Service named `kestrel` `KESTREL_PORT`, `KESTREL_SERVICE_HOST`,
+/// `KESTREL_PORT_2229_TCP…`), and they must not stop the server. A bad value
+/// or an unknown key *inside* a setting (`KESTREL_DEFAULT_QUEUE__MAX_ITEMZ`)
+/// is still an error.
+fn settings_from_env(env: Option<HashMap<String, String>>) -> HashMap<String, String> {
+    let settings = serde_aux::serde_introspection::serde_introspect::<FileSettings>();
+    let (mut kept, mut ignored) = (HashMap::new(), Vec::new());
+    for (key, value) in env.unwrap_or_else(|| std::env::vars().collect()) {
+        let Some(rest) = key.strip_prefix("KESTREL_") else {
+            continue;
+        };
+        let top = rest
+            .split("__")
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if settings.contains(&top.as_str()) {
+            kept.insert(key, value);
+        } else {
+            ignored.push(key);
+        }
+    }
+    if !ignored.is_empty() {
+        ignored.sort();
+        tracing::warn!(
+            "ignoring environment variables that are not settings: {}",
+            ignored.join(", ")
+        );
+    }
+    kept
+}
+
+fn resolve(s: FileSettings) -> Result<ServerConfig, ConfigError> {
+    let mut c = ServerConfig::default();
+    set(&mut c.listen, s.listen);
+    set(&mut c.data_dir, s.data_dir);
+    set(&mut c.thrift_port, s.thrift_port.map(|p| p.0));
+    set(&mut c.memcache_port, s.memcache_port.map(|p| p.0));
+    set(&mut c.text_port, s.text_port.map(|p| p.0));
+    if let Some(v) = s.max_frame_size {
+        c.max_frame_size = bytes_usize(v, "max_frame_size")?;
+    }
+    if let Some(v) = s.max_line_size {
+        c.max_line_size = bytes_usize(v, "max_line_size")?;
+    }
+    if let Some(v) = s.max_item_size {
+        c.max_item_size = bytes_usize(v, "max_item_size")?;
+    }
+    set(&mut c.text_max_put_items, s.text_max_put_items);
+    set(&mut c.max_open_transactions, s.max_open_transactions);
+    set(&mut c.client_timeout, s.client_timeout.map(|d| d.0));
+    set(&mut c.request_timeout, s.request_timeout.map(|d| d.0));
+    if let Some(v) = s.max_buffered_bytes {
+        c.max_buffered_bytes = bytes_usize(v, "max_buffered_bytes")?;
+    }
+    set(&mut c.max_connections, s.max_connections.map(Some));
+    set(&mut c.max_queues, s.max_queues);
+    set(&mut c.max_open_files, s.max_open_files.map(Some));
+    set(
+        &mut c.expiration_timer_frequency,
+        s.expiration_timer_frequency.map(|d| d.0),
+    );
+    set(&mut c.status_file, s.status_file);
+    if let Some(status) = s.default_status {
+        c.default_status = ServerStatus::parse(&status).ok_or_else(|| {
+            ConfigError(format!(
+                "default_status: unknown status {status:?} (up, readonly or quiescent)"
+            ))
+        })?;
+    }
+    set(
+        &mut c.status_change_grace_period,
+        s.status_change_grace_period.map(|d| d.0),
+    );
+    set(&mut c.worker_threads, s.worker_threads);
+    if c.max_open_transactions == 0 {
+        return Err(ConfigError(
+            "max_open_transactions: must be at least 1".into(),
+        ));
+    }
+    for (key, value) in [
+        ("max_connections", c.max_connections),
+        ("max_open_files", c.max_open_files),
+        ("max_queues", Some(c.max_queues)),
+    ] {
+        if value == Some(0) {
+            return Err(ConfigError(format!("{key}: must be at least 1")));
+        }
+    }
+    if c.max_line_size < 64 {
+        return Err(ConfigError(
+            "max_line_size: must be at least 64 bytes".into(),
+        ));
+    }
+    if let Some(d) = s.default_queue {
+        d.apply(&mut c.queues.default);
+    }
+    c.queues.queues = s.queues.unwrap_or_default();
+    c.queues.aliases = s.aliases.unwrap_or_default().into_iter().collect();
+    validate_queues(&c.queues)?;
+    Ok(c)
+}
+
+fn validate_queues(q: &QueuesConfig) -> Result<(), ConfigError> {
+    let check = |key: String, queue: &str| {
+        name::validate(queue).map_err(|e| ConfigError(format!("{key}: queue name {queue:?}: {e}")))
+    };
+    for (queue, settings) in &q.queues {
+        check(format!("queues.{queue}"), queue)?;
+        if let Some(target) = settings
+            .expire_to_queue
+            .as_deref()
+            .filter(|t| !t.is_empty())
+        {
+            check(format!("queues.{queue}.expire_to_queue"), target)?;
+        }
+    }
+    if let Some(target) = &q.default.expire_to_queue {
+        check("default_queue.expire_to_queue".into(), target)?;
+    }
+    for (alias, targets) in &q.aliases {
+        check(format!("aliases.{alias}"), alias)?;
+        if targets.is_empty() {
+            return Err(ConfigError(format!(
+                "aliases.{alias}: an alias needs at least one destination queue"
+            )));
+        }
+        for t in targets {
+            check(format!("aliases.{alias}"), t)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{QueueConfig, SyncMode};
+    use std::time::Duration;
+
+    fn env(vars: &[(&str, &str)]) -> Option<HashMap<String, String>> {
+        Some(
+            vars.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    fn file(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kestrel.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn no_file_gives_the_defaults() {
+        let c = load(None, env(&[])).unwrap();
+        assert_eq!(
+            (c.thrift_port, c.memcache_port, c.text_port),
+            (Some(2229), Some(22133), Some(2222))
+        );
+        assert_eq!(c.queues.for_queue("x"), QueueConfig::default());
+    }
+
+    #[test]
+    fn queue_settings_inherit_default_then_queue_then_child() {
+        let (_d, path) = file(
+            r#"
+            [default_queue]
+            max_items = 100
+            max_age = "1h"
+            sync_journal = "always"
+
+            [queues.orders]
+            max_items = 10
+            max_size = "1KiB"
+
+            [queues."orders+audit"]
+            max_size = "2KiB"
+            sync_journal = "never"
+            "#,
+        );
+        let c = load(Some(&path), env(&[])).unwrap();
+        let other = c.queues.for_queue("other");
+        assert_eq!(
+            (other.max_items, other.max_age, other.sync_journal),
+            (100, Some(Duration::from_secs(3600)), SyncMode::Always)
+        );
+        let orders = c.queues.for_queue("orders");
+        assert_eq!((orders.max_items, orders.max_size), (10, 1024));
+        let child = c.queues.for_queue("orders+audit");
+        assert_eq!(
+            (child.max_items, child.max_size, child.sync_journal),
+            (10, 2048, SyncMode::Never)
+        );
+        assert_eq!(child.max_age, Some(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let (_d, path) = file("thrift_port = 3000\n[default_queue]\nmax_items = 5\n");
+        let c = load(
+            Some(&path),
+            env(&[
+                ("KESTREL_THRIFT_PORT", "3229"),
+                ("KESTREL_TEXT_PORT", "off"),
+                ("KESTREL_DEFAULT_QUEUE__MAX_MEMORY_SIZE", "1MiB"),
+                ("KESTREL_QUEUES__JOBS__MAX_ITEMS", "3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!((c.thrift_port, c.text_port), (Some(3229), None));
+        assert_eq!(c.queues.for_queue("x").max_memory_size, 1 << 20);
+        assert_eq!(c.queues.for_queue("x").max_items, 5);
+        assert_eq!(c.queues.for_queue("jobs").max_items, 3);
+    }
+
+    #[test]
+    fn foreign_variables_under_the_prefix_are_ignored() {
+        let c = load(
+            None,
+            env(&[
+                ("KESTREL_PORT", "tcp://10.0.0.7:2229"),
+                ("KESTREL_SERVICE_HOST", "10.0.0.7"),
+                ("KESTREL_PORT_2229_TCP_ADDR", "10.0.0.7"),
+                ("KESTREL_MEMCACHE_PORT", "3333"),
+                ("OTHER", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.memcache_port, Some(3333));
+        // A bad key inside a setting is still refused.
+        let e = load(None, env(&[("KESTREL_DEFAULT_QUEUE__MAX_ITEMZ", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_itemz"), "{e}");
+    }
+
+    #[test]
+    fn bad_files_name_the_file_the_key_and_the_problem() {
+        let cases = [
+            ("thrift_portt = 1", "unknown field `thrift_portt`"),
+            ("thrift_port = \"abc\"", "thrift_port"),
+            ("[default_queue]\nmax_size = \"12 parsecs\"", "unknown unit"),
+            ("[default_queue]\nmax_age = 30", "needs a unit"),
+            ("[queues.\"bad/name\"]\nmax_items = 1", "queues.bad/name"),
+            ("default_status = \"sideways\"", "default_status"),
+            ("[aliases]\nall = []", "aliases.all"),
+            ("thrift_port = ", "kestrel.toml"),
+        ];
+        for (text, wanted) in cases {
+            let (_d, path) = file(text);
+            let e = load(Some(&path), env(&[])).unwrap_err().to_string();
+            assert!(e.contains(wanted), "{text:?}: {e}");
+            assert!(e.contains("kestrel.toml"), "{text:?}: {e}");
+        }
+        let e = load(Some(Path::new("/nonexistent/k.toml")), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/k.toml"), "{e}");
+    }
+}
