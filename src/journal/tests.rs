@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::config::SyncMode;
+use std::fs;
 use std::time::Duration;
 
 fn config(segment_size: u64) -> JournalConfig {
