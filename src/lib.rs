@@ -3,7 +3,10 @@
 //!
 //! Layers, top to bottom: [`server`] accepts connections and hands each to a
 //! [`protocol`] adapter; adapters call the [`service::QueueService`] trait;
-//! the service runs on the [`queue`] engine.
+//! the service runs on the [`queue`] engine, which keeps its items in the
+//! [`journal`]. Beneath them all are leaves that import nothing above
+//! them: [`config`], [`stats`], [`status`], [`clock`] and [`name`]. No module
+//! imports one that imports it back (`.ci/module-cycles` checks).
 
 pub mod clock;
 pub mod config;
