@@ -13,7 +13,7 @@
 #![no_main]
 
 use kestrel::protocol::thrift::generated::{KestrelSyncClient, TKestrelSyncClient};
-use kestrel::protocol::thrift::{Command, decode_frame};
+use kestrel::protocol::thrift::codec::{Command, decode_frame};
 use libfuzzer_sys::fuzz_target;
 use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol, TInputProtocol, TMessageType};
 
