@@ -13,7 +13,7 @@ REPORT="python3 $PWD/benches/report.py"
 start_kestrel() {
   local dir=$1; shift
   mkdir -p "$dir"
-  env "$@" "$K" --data-dir "$dir" --thrift-port "${TPORT:-0}" --memcache-port "${MPORT:-0}" --text-port off \
+  env "$@" "$K" --data-dir "$dir" --thrift-port "${TPORT:-0}" --memcache-port "${MPORT:-0}" --text-port off --admin-port off \
     2> "$dir.log" &
   pid=$!
   for _ in $(seq 600); do grep -q "ready to serve" "$dir.log" 2>/dev/null && break; sleep 0.05; done

@@ -49,7 +49,7 @@ class Server:
         self.data_dir = data_dir
         self.log_path = data_dir + ".log"
         cmd = [binary, "--data-dir", data_dir, "--listen", "127.0.0.1",
-               "--thrift-port", "0", "--memcache-port", "0", "--text-port", "0"]
+               "--thrift-port", "0", "--memcache-port", "0", "--text-port", "0", "--admin-port", "off"]
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("KESTREL_")}
         full_env.update(env or {})
         full_env.setdefault("RUST_LOG", "info")

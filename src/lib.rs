@@ -8,6 +8,7 @@
 //! them: [`config`], [`stats`], [`status`], [`clock`] and [`name`]. No module
 //! imports one that imports it back (`.ci/module-cycles` checks).
 
+pub mod admin;
 pub mod clock;
 pub mod config;
 pub mod data_dir;

@@ -37,6 +37,9 @@ struct Args {
     /// Text-protocol port (0 picks a free one, "off" disables it).
     #[arg(long, value_name = "N", value_parser = port)]
     text_port: Option<Port>,
+    /// Admin HTTP port (0 picks a free one, "off" disables it).
+    #[arg(long, value_name = "N", value_parser = port)]
+    admin_port: Option<Port>,
 }
 
 /// A port, or `None` for "off".
@@ -65,6 +68,7 @@ fn settings(args: Args) -> Result<config::ServerConfig, config::ConfigError> {
         (args.thrift_port, &mut c.thrift_port),
         (args.memcache_port, &mut c.memcache_port),
         (args.text_port, &mut c.text_port),
+        (args.admin_port, &mut c.admin_port),
     ] {
         if let Some(Port(p)) = flag {
             *port = p;

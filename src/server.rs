@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::{self, Admin, Ports};
 use crate::config::ServerConfig;
 use crate::data_dir::DataDir;
 use crate::protocol::connection::serve;
@@ -48,6 +49,7 @@ pub struct Server {
     thrift: Option<TcpListener>,
     memcache: Option<TcpListener>,
     text: Option<TcpListener>,
+    admin: Option<TcpListener>,
 }
 
 impl Server {
@@ -66,6 +68,7 @@ impl Server {
         let thrift = bind(&config, config.thrift_port, "thrift").await?;
         let memcache = bind(&config, config.memcache_port, "memcache").await?;
         let text = bind(&config, config.text_port, "text").await?;
+        let admin = bind(&config, config.admin_port, "admin").await?;
         let service = Arc::new(QueueServer::new(&config, shutdown.clone())?);
         Ok(Server {
             _data_dir: data_dir,
@@ -75,6 +78,7 @@ impl Server {
             thrift,
             memcache,
             text,
+            admin,
         })
     }
 
@@ -83,19 +87,27 @@ impl Server {
         self.service.clone()
     }
 
-    /// Where each protocol listens, if enabled.
-    pub fn addrs(&self) -> [(&'static str, Option<SocketAddr>); 3] {
+    /// Where each protocol (and the admin port) listens, if enabled.
+    pub fn addrs(&self) -> [(&'static str, Option<SocketAddr>); 4] {
         let addr = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
         [
             ("thrift", addr(&self.thrift)),
             ("memcache", addr(&self.memcache)),
             ("text", addr(&self.text)),
+            ("admin", addr(&self.admin)),
         ]
     }
 
     /// Serves until shutdown, then stops accepting, lets connections finish
     /// their current call, and stops background tasks.
     pub async fn run(self) -> io::Result<()> {
+        let [thrift, memcache, text, admin] = self.addrs().map(|(_, a)| a.map(|a| a.port()));
+        let ports = Ports {
+            thrift,
+            memcache,
+            text,
+            admin,
+        };
         let connections = TaskTracker::new();
         let background = TaskTracker::new();
         let shutdown = self.shutdown.clone();
@@ -115,6 +127,10 @@ impl Server {
             background.spawn(expiry_sweep(self.service.queues(), every, shutdown.clone()));
         }
 
+        if let Some(listener) = self.admin {
+            let admin = Admin::new(self.service.clone(), self.config.admin_token.clone(), ports);
+            background.spawn(admin::serve(listener, Arc::new(admin), shutdown.clone()));
+        }
         let shared = Arc::new(Shared {
             config: self.config.clone(),
             budget: Budget::new(self.config.max_buffered_bytes),

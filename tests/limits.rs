@@ -26,7 +26,15 @@ fn one_server_per_data_directory() {
     let first = Server::start_in(dir.path(), &[]);
     let second = Command::new(binary())
         .args(["--listen", "127.0.0.1", "--thrift-port", "0"])
-        .args(["--memcache-port", "0", "--text-port", "0", "--data-dir"])
+        .args([
+            "--memcache-port",
+            "0",
+            "--text-port",
+            "0",
+            "--admin-port",
+            "0",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .output()
         .unwrap();
@@ -132,7 +140,15 @@ fn ports_are_bound_only_after_the_data_directory_is_usable() {
     fs::write(&file, b"").unwrap();
     let out = Command::new(binary())
         .args(["--listen", "127.0.0.1", "--thrift-port", "0"])
-        .args(["--memcache-port", "0", "--text-port", "0", "--data-dir"])
+        .args([
+            "--memcache-port",
+            "0",
+            "--text-port",
+            "0",
+            "--admin-port",
+            "0",
+            "--data-dir",
+        ])
         .arg(file.join("data"))
         .output()
         .unwrap();

@@ -30,7 +30,7 @@ func startServer(t *testing.T, data string) *testServer {
 		bin = "../../target/debug/kestrel"
 	}
 	cmd := exec.Command(bin, "--listen", "127.0.0.1", "--thrift-port", "0",
-		"--memcache-port", "off", "--text-port", "off", "--data-dir", data)
+		"--memcache-port", "off", "--text-port", "off", "--admin-port", "off", "--data-dir", data)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "KESTREL_") {
 			cmd.Env = append(cmd.Env, kv)

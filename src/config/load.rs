@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::values::{Dur, OptDur, Port, Size};
-use super::{ConfigError, QueueSettings, QueuesConfig, ServerConfig, set};
+use super::{AdminToken, ConfigError, QueueSettings, QueuesConfig, ServerConfig, set};
 use crate::name;
 use crate::status::ServerStatus;
 
@@ -21,6 +21,11 @@ struct FileSettings {
     thrift_port: Option<Port>,
     memcache_port: Option<Port>,
     text_port: Option<Port>,
+    admin_port: Option<Port>,
+    admin_token: Option<String>,
+    admin_token_file: Option<PathBuf>,
+    protocol_admin_commands: Option<bool>,
+    record_latencies: Option<bool>,
     max_frame_size: Option<Size>,
     max_line_size: Option<Size>,
     max_item_size: Option<Size>,
@@ -121,6 +126,10 @@ fn resolve(s: FileSettings) -> Result<ServerConfig, ConfigError> {
     set(&mut c.thrift_port, s.thrift_port.map(|p| p.0));
     set(&mut c.memcache_port, s.memcache_port.map(|p| p.0));
     set(&mut c.text_port, s.text_port.map(|p| p.0));
+    set(&mut c.admin_port, s.admin_port.map(|p| p.0));
+    c.admin_token = admin_token(s.admin_token, s.admin_token_file)?;
+    set(&mut c.protocol_admin_commands, s.protocol_admin_commands);
+    set(&mut c.record_latencies, s.record_latencies);
     if let Some(v) = s.max_frame_size {
         c.max_frame_size = bytes_usize(v, "max_frame_size")?;
     }
@@ -183,6 +192,27 @@ fn resolve(s: FileSettings) -> Result<ServerConfig, ConfigError> {
     c.queues.aliases = s.aliases.unwrap_or_default().into_iter().collect();
     validate_queues(&c.queues)?;
     Ok(c)
+}
+
+/// The admin token, from the setting or the file it names (not both).
+fn admin_token(
+    token: Option<String>,
+    file: Option<PathBuf>,
+) -> Result<Option<AdminToken>, ConfigError> {
+    let text = match (token, file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError(
+                "admin_token and admin_token_file: set one, not both".into(),
+            ));
+        }
+        (Some(token), None) => token,
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .map_err(|e| ConfigError(format!("admin_token_file: {}: {e}", path.display())))?,
+        (None, None) => return Ok(None),
+    };
+    AdminToken::new(&text)
+        .map(Some)
+        .ok_or_else(|| ConfigError("admin_token: must not be empty".into()))
 }
 
 fn validate_queues(q: &QueuesConfig) -> Result<(), ConfigError> {

@@ -48,6 +48,29 @@ pub struct JournalConfig {
     pub segment_size: u64,
 }
 
+/// The admin port's control token. Its `Debug` shows no secret, so the
+/// settings can be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// A token, unless `text` is blank (which would let anyone in).
+    pub fn new(text: &str) -> Option<AdminToken> {
+        let text = text.trim();
+        (!text.is_empty()).then(|| AdminToken(text.to_string()))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
 /// Server-wide settings.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -59,6 +82,16 @@ pub struct ServerConfig {
     pub memcache_port: Option<u16>,
     /// Text-protocol port (Kestrel's 2222).
     pub text_port: Option<u16>,
+    /// Admin HTTP port (Kestrel's Ostrich port, 2223).
+    pub admin_port: Option<u16>,
+    /// What the admin port's control endpoints require as a bearer token;
+    /// `None` turns them off.
+    pub admin_token: Option<AdminToken>,
+    /// Whether memcache, text and Thrift clients may shut the server down,
+    /// reload, flush every queue, delete queues and set the status.
+    pub protocol_admin_commands: bool,
+    /// Whether requests record their latencies.
+    pub record_latencies: bool,
     /// Directory for journals and server state.
     pub data_dir: PathBuf,
     /// Largest Thrift frame accepted; a longer one closes the connection before
@@ -115,6 +148,10 @@ impl Default for ServerConfig {
             thrift_port: Some(2229),
             memcache_port: Some(22133),
             text_port: Some(2222),
+            admin_port: Some(2223),
+            admin_token: None,
+            protocol_admin_commands: true,
+            record_latencies: true,
             data_dir: PathBuf::from("kestrel-data"),
             max_frame_size: 16 * 1024 * 1024,
             max_line_size: 8 * 1024,

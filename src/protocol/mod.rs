@@ -23,7 +23,7 @@ use bytes::BytesMut;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
-use crate::service::QueueService;
+use crate::service::{QueueService, ServiceError};
 use budget::Budget;
 use connection::{Codec, Connection, Context, Handled};
 
@@ -60,4 +60,15 @@ async fn monitor<C: Codec>(
         conn.flush().await?;
     }
     Ok(())
+}
+
+/// Lets an admin command (shutdown, reload, flush every queue, delete, set
+/// the status) through unless `protocol_admin_commands` is off, leaving
+/// control to the token-protected admin port.
+fn admin_command(cx: &Context<'_>) -> Result<(), ServiceError> {
+    if cx.shared.config.protocol_admin_commands {
+        Ok(())
+    } else {
+        Err(ServiceError::AdminCommandsOff)
+    }
 }

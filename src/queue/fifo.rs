@@ -24,13 +24,16 @@ use super::xid::XidSource;
 use crate::clock::now_ms;
 use crate::config::QueueConfig;
 use crate::journal::{Ack, Journal, Recovery};
-use crate::stats::QueueStats;
+use crate::stats::{QueueMetrics, QueueStats};
 
 /// One named queue, shared as `Arc<Queue>` by the collection and every
 /// reader; each call holds its lock briefly and never across an `.await`.
 pub struct Queue {
     name: Arc<str>,
     state: Mutex<State>,
+    /// The service's counts and latencies of this queue's requests: kept
+    /// here so they live and die with the queue, outside its lock.
+    metrics: QueueMetrics,
 }
 
 /// Everything under the queue's lock.
@@ -75,11 +78,16 @@ impl Queue {
                 waiters: Waiters::default(),
                 deleted: false,
             }),
+            metrics: QueueMetrics::default(),
         }
     }
 
     pub fn name(&self) -> &Arc<str> {
         &self.name
+    }
+
+    pub fn metrics(&self) -> &QueueMetrics {
+        &self.metrics
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -271,7 +279,10 @@ impl Queue {
         let now = now_ms();
         let mut st = self.lock();
         let waiters = st.waiters.len() as u64;
-        st.store.stats(now, waiters)
+        let mut stats = st.store.stats(now, waiters);
+        drop(st);
+        stats.requests = self.metrics.snapshot();
+        stats
     }
 
     /// Checkpoints the journal if due (or, `now`, if it changed) and

@@ -598,6 +598,7 @@ impl Store {
             waiters,
             open_transactions: self.open.len() as u64,
             counters: self.counters.clone(),
+            requests: Default::default(),
         }
     }
 }

@@ -64,6 +64,12 @@ pub enum ServiceError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     StatusChange(#[from] ChangePending),
+    /// An admin command (shutdown, reload, flush all, delete, status) on a
+    /// client protocol while `protocol_admin_commands` is off.
+    #[error(
+        "admin commands are off on this port (protocol_admin_commands = false); use the admin HTTP port"
+    )]
+    AdminCommandsOff,
 }
 
 impl From<QueueError> for ServiceError {

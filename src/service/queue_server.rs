@@ -17,9 +17,14 @@ use crate::clock::now_ms;
 use crate::config::ServerConfig;
 use crate::journal::Ack;
 use crate::offload;
-use crate::queue::{AutoAbort, Capacity, Queue, QueueCollection, ReadKind};
+use crate::queue::{AutoAbort, Capacity, Queue, QueueCollection, ReadKind, Taken};
 use crate::stats::{self, QueueStats, ServerStats, Stats};
 use crate::status::{ServerStatus, StatusKeeper};
+
+/// Microseconds since `started`.
+fn micros(started: std::time::Instant) -> u64 {
+    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
 
 /// Journal files held open when no limit was derived from the process's
 /// (as in tests that build a service directly).
@@ -57,6 +62,8 @@ pub struct QueueServer {
     status: StatusKeeper,
     stats: Stats,
     max_open_transactions: usize,
+    /// Whether requests record their latencies (`record_latencies`).
+    record_latencies: bool,
     shutdown: CancellationToken,
     /// Where queue settings are re-read from on reload.
     config_file: Option<std::path::PathBuf>,
@@ -82,6 +89,7 @@ impl QueueServer {
             ),
             stats: Stats::default(),
             max_open_transactions: config.max_open_transactions.max(1),
+            record_latencies: config.record_latencies,
             shutdown,
             config_file: config.config_file.clone(),
         })
@@ -106,6 +114,47 @@ impl QueueServer {
             limit = self.max_open_transactions,
             "a connection reached max_open_transactions on a queue; confirm or abort its reads first"
         );
+    }
+
+    /// Counts a read as a hit or a miss, server-wide and on its queue, and
+    /// records how long it took and how long its items waited since their put.
+    fn count_read(
+        &self,
+        q: &Queue,
+        taken: &[Taken],
+        timeout: Option<Duration>,
+        kind: ReadKind,
+        started: std::time::Instant,
+    ) {
+        let m = q.metrics().get();
+        let (server, queue) = if taken.is_empty() {
+            (&self.stats.get_misses, &m.get_items_miss)
+        } else {
+            (&self.stats.get_hits, &m.get_items_hit)
+        };
+        stats::add(server, 1);
+        stats::add(queue, 1);
+        if !self.record_latencies {
+            return;
+        }
+        for latencies in [&self.stats.latencies, &m.latencies] {
+            if !taken.is_empty() {
+                latencies.get_hit_usec.record(micros(started));
+            } else if timeout.is_some_and(|t| !t.is_zero()) {
+                let waited = started.elapsed().as_millis();
+                latencies.get_timeout_msec.record(waited as u64);
+            } else {
+                latencies.get_miss_usec.record(micros(started));
+            }
+        }
+        if kind != ReadKind::Peek && !taken.is_empty() {
+            let now = now_ms();
+            for t in taken {
+                let waited = now.saturating_sub(t.item.added_ms).max(0) as u64;
+                self.stats.latencies.delivery_msec.record(waited);
+                m.latencies.delivery_msec.record(waited);
+            }
+        }
     }
 
     fn check(&self, op: Op, action: &'static str) -> Result<(), ServiceError> {
@@ -157,6 +206,7 @@ impl QueueService for QueueServer {
         expiry: Expiry,
     ) -> Result<usize, ServiceError> {
         self.check(Op::Write, "put")?;
+        let started = std::time::Instant::now();
         stats::add(&self.stats.cmd_set, items.len() as u64);
         let deadline = expiry.deadline_ms();
         // A big batch goes in by chunks, as long work, so that the queue's
@@ -178,15 +228,26 @@ impl QueueService for QueueServer {
                 Err(_) => break,
             };
             accepted += delivery.accepted;
-            placed.extend(delivery.placed);
+            placed.extend(delivery.placed.into_iter().map(|p| {
+                let bytes: usize = chunk[..p.outcome.accepted].iter().map(Bytes::len).sum();
+                (p, bytes as u64)
+            }));
             if delivery.accepted < chunk.len() {
                 break;
             }
         }
         let mut failure = None;
-        for placed in placed {
+        for (placed, bytes) in placed {
             let (q, outcome) = (placed.queue, placed.outcome);
-            if let Err(e) = durable(placed.ack).await {
+            let stored = durable(placed.ack).await;
+            if stored.is_ok() {
+                let m = q.metrics().get();
+                stats::add(&m.put_bytes, bytes);
+                if self.record_latencies {
+                    m.latencies.set_usec.record(micros(started));
+                }
+            }
+            if let Err(e) = stored {
                 // Not on disk: take the items back (those no reader has taken
                 // yet) so a refused put does not deliver them.
                 let revoked = q.revoke(outcome.first_seq, outcome.accepted);
@@ -202,6 +263,9 @@ impl QueueService for QueueServer {
             return Err(e);
         }
         stats::add(&self.stats.total_items, accepted as u64);
+        if self.record_latencies {
+            self.stats.latencies.set_usec.record(micros(started));
+        }
         Ok(accepted)
     }
 
@@ -236,7 +300,7 @@ impl QueueService for QueueServer {
                 ReadKind::Open
             }
             Read::OpenWithTimeout(_) => {
-                // As QueueServer did over Thrift: at the limit a get returns
+                // As Kestrel did over Thrift: at the limit a get returns
                 // nothing, below it at most what the limit leaves.
                 let limit = self.max_open_transactions;
                 let open = session.timed_count(&q);
@@ -255,14 +319,10 @@ impl QueueService for QueueServer {
             &self.stats.cmd_get
         };
         stats::add(counter, 1);
+        let started = std::time::Instant::now();
         let deadline = request.timeout.map(|t| Instant::now() + t.min(MAX_WAIT));
         let (taken, ack) = q.get(max, deadline, kind).await;
-        let hit = if taken.is_empty() {
-            &self.stats.get_misses
-        } else {
-            &self.stats.get_hits
-        };
-        stats::add(hit, 1);
+        self.count_read(&q, &taken, request.timeout, kind, started);
         let xids = taken.iter().filter_map(|t| t.xid);
         match request.read {
             Read::Open => session.record(&q, xids),
@@ -396,6 +456,7 @@ impl QueueService for QueueServer {
             rejected_creates: lifecycle.rejected_creates,
             open_files: lifecycle.open_files,
             journal_fsyncs: lifecycle.fsyncs,
+            latencies: s.latencies.snapshot(),
             queues: self
                 .queues
                 .all()

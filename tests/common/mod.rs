@@ -49,6 +49,7 @@ pub struct Server {
     pub thrift: SocketAddr,
     pub memcache: Option<SocketAddr>,
     pub text: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
     dir: Option<tempfile::TempDir>,
     data_dir: PathBuf,
     log: Arc<Mutex<Vec<String>>>,
@@ -160,6 +161,12 @@ impl Server {
                 "--text-port",
                 "0",
             ])
+            // The admin port is an ephemeral one too, unless the test sets it.
+            .args(
+                ["--admin-port", "0"]
+                    .iter()
+                    .filter(|_| !args.contains(&"--admin-port")),
+            )
             .arg("--data-dir")
             .arg(data_dir)
             .args(args)
@@ -209,6 +216,7 @@ impl Server {
             thrift: addrs["thrift"],
             memcache: addrs.get("memcache").copied(),
             text: addrs.get("text").copied(),
+            admin: addrs.get("admin").copied(),
             dir: None,
             data_dir: data_dir.to_path_buf(),
             log,
@@ -304,7 +312,7 @@ impl Drop for Server {
 }
 
 fn listening(line: &str) -> Option<(&'static str, SocketAddr)> {
-    for proto in ["thrift", "memcache", "text"] {
+    for proto in ["thrift", "memcache", "text", "admin"] {
         let marker = format!("{proto} listening on ");
         if let Some(at) = line.find(&marker) {
             let addr = line[at + marker.len()..].split_whitespace().next()?;

@@ -9,7 +9,7 @@ const BINARY = process.env.KESTREL_BIN || path.join(__dirname, '..', '..', '..',
 function start(dataDir) {
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('KESTREL_')));
   const proc = spawn(BINARY, ['--listen', '127.0.0.1', '--thrift-port', '0', '--memcache-port', 'off',
-    '--text-port', 'off', '--data-dir', dataDir], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    '--text-port', 'off', '--admin-port', 'off', '--data-dir', dataDir], { env, stdio: ['ignore', 'ignore', 'pipe'] });
   return new Promise((resolve, reject) => {
     let address = null;
     const timer = setTimeout(() => reject(new Error('kestrel did not start')), 20000);

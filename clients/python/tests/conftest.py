@@ -17,7 +17,7 @@ class Server:
     def __init__(self, data_dir):
         env = {k: v for k, v in os.environ.items() if not k.startswith("KESTREL_")}
         self.proc = subprocess.Popen(
-            [BINARY, "--listen", "127.0.0.1", "--thrift-port", "0", "--memcache-port", "off", "--text-port", "off",
+            [BINARY, "--listen", "127.0.0.1", "--thrift-port", "0", "--memcache-port", "off", "--text-port", "off", "--admin-port", "off",
              "--data-dir", str(data_dir)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
         lines = queue.Queue()

@@ -69,6 +69,20 @@ pub enum Request {
     Quit,
 }
 
+impl Request {
+    /// Whether this is an admin command (`protocol_admin_commands`).
+    pub fn is_admin(&self) -> bool {
+        matches!(
+            self,
+            Request::Shutdown
+                | Request::Reload
+                | Request::FlushAll
+                | Request::Delete { .. }
+                | Request::Status { set: Some(_) }
+        )
+    }
+}
+
 /// What the codec yields: a request, or the reply to a request it refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {

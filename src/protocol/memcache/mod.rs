@@ -82,7 +82,7 @@ fn queue_fields(q: &QueueStats) -> [(&'static str, u64); 14] {
 /// The one place a refused call becomes a memcache reply.
 fn error_reply(e: &ServiceError) -> String {
     match e {
-        ServiceError::BadName(_) => format!("CLIENT_ERROR {e}"),
+        ServiceError::BadName(_) | ServiceError::AdminCommandsOff => format!("CLIENT_ERROR {e}"),
         ServiceError::OpenReadPending
         | ServiceError::TooManyOpenReads { .. }
         | ServiceError::NotEnoughOpen { .. } => "ERROR".into(),
@@ -162,6 +162,12 @@ async fn execute(
     conn: &mut Connection<'_, McCodec>,
     request: Request,
 ) -> Handled {
+    if request.is_admin()
+        && let Err(e) = super::admin_command(cx)
+    {
+        line(&mut conn.out, &error_reply(&e));
+        return Ok(());
+    }
     let (service, session) = (cx.service, &mut cx.session);
     let reply: String = match request {
         Request::Set {

@@ -77,6 +77,12 @@ async fn execute(
     conn: &mut Connection<'_, TextCodec>,
     request: Request,
 ) -> Handled {
+    if request.is_admin()
+        && let Err(e) = super::admin_command(cx)
+    {
+        reply(&mut conn.out, &error_reply(&e));
+        return Ok(());
+    }
     let (service, session) = (cx.service, &mut cx.session);
     let text = match request {
         Request::Put {

@@ -56,6 +56,16 @@ pub enum Command {
     GetVersion,
 }
 
+impl Command {
+    /// Whether this is an admin call (`protocol_admin_commands`).
+    pub fn is_admin(&self) -> bool {
+        matches!(
+            self,
+            Command::FlushAllQueues | Command::DeleteQueue { .. } | Command::SetStatus { .. }
+        )
+    }
+}
+
 /// What a call's reply carries.
 #[derive(Debug)]
 pub enum Outcome {

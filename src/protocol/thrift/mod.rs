@@ -121,6 +121,13 @@ async fn execute(
     conn: &mut Connection<'_, FrameCodec>,
     command: Command,
 ) -> Result<Outcome, Closed> {
+    if command.is_admin()
+        && let Err(e) = super::admin_command(cx)
+    {
+        // Every admin call (set_status, flush_all_queues, delete_queue)
+        // returns nothing but its exception.
+        return Ok(Outcome::Done(Err(app_error(e))));
+    }
     let (service, session) = (cx.service, &mut cx.session);
     Ok(match command {
         Command::Put {

@@ -36,7 +36,7 @@ public final class KestrelClientTest {
       String bin = System.getenv().getOrDefault("KESTREL_BIN",
           new File("../../target/debug/kestrel").getAbsolutePath());
       ProcessBuilder pb = new ProcessBuilder(bin, "--listen", "127.0.0.1", "--thrift-port", "0",
-          "--memcache-port", "off", "--text-port", "off", "--data-dir", data.toString());
+          "--memcache-port", "off", "--text-port", "off", "--admin-port", "off", "--data-dir", data.toString());
       pb.environment().keySet().removeIf(k -> k.startsWith("KESTREL_"));
       pb.redirectOutput(ProcessBuilder.Redirect.DISCARD);
       process = pb.start();

@@ -1,9 +1,15 @@
-//! Server-wide counters. Every protocol adapter and the service update the
-//! same atomics, so `stats` over memcache and `peek` over Thrift agree.
+//! Server-wide counters and latencies, and the snapshots every way of
+//! reporting them reads. Every protocol adapter and the service update the
+//! same atomics, so `stats` over memcache, `peek` over Thrift and the admin
+//! port agree.
 
-use std::sync::Arc;
+mod latency;
+
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
+
+pub use latency::{Histogram, Snapshot};
 
 use bytes::Bytes;
 
@@ -32,6 +38,8 @@ pub struct Stats {
     pub protocol_errors: AtomicU64,
     /// Reads refused or cut short by `max_open_transactions`.
     pub rejected_open_reads: AtomicU64,
+    /// Request latencies of every queue together.
+    pub latencies: Latencies,
 }
 
 impl Default for Stats {
@@ -53,6 +61,7 @@ impl Default for Stats {
             request_timeouts: AtomicU64::new(0),
             protocol_errors: AtomicU64::new(0),
             rejected_open_reads: AtomicU64::new(0),
+            latencies: Latencies::default(),
         }
     }
 }
@@ -120,6 +129,7 @@ pub struct ServerStats {
     pub open_files: u64,
     /// fsyncs of journal files and directories since the server started.
     pub journal_fsyncs: u64,
+    pub latencies: LatencySnapshots,
     pub queues: Vec<(Arc<str>, QueueStats)>,
 }
 
@@ -155,4 +165,97 @@ pub struct QueueStats {
     pub waiters: u64,
     pub open_transactions: u64,
     pub counters: QueueCounters,
+    /// What the service measured of the queue's requests.
+    pub requests: QueueRequests,
+}
+
+/// Latencies of the requests a server (or one queue) served, as Kestrel
+/// named them: put, get that found items, get that found none at once, get
+/// that waited in vain (milliseconds), and an item's time from put to the
+/// get that handed it out (milliseconds).
+#[derive(Debug, Default)]
+pub struct Latencies {
+    pub set_usec: Histogram,
+    pub get_hit_usec: Histogram,
+    pub get_miss_usec: Histogram,
+    pub get_timeout_msec: Histogram,
+    pub delivery_msec: Histogram,
+}
+
+impl Latencies {
+    pub fn snapshot(&self) -> LatencySnapshots {
+        LatencySnapshots {
+            set_usec: self.set_usec.snapshot(),
+            get_hit_usec: self.get_hit_usec.snapshot(),
+            get_miss_usec: self.get_miss_usec.snapshot(),
+            get_timeout_msec: self.get_timeout_msec.snapshot(),
+            delivery_msec: self.delivery_msec.snapshot(),
+        }
+    }
+}
+
+/// [`Latencies`] at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LatencySnapshots {
+    pub set_usec: Snapshot,
+    pub get_hit_usec: Snapshot,
+    pub get_miss_usec: Snapshot,
+    pub get_timeout_msec: Snapshot,
+    pub delivery_msec: Snapshot,
+}
+
+impl LatencySnapshots {
+    /// Each histogram with its Kestrel (Ostrich) name.
+    pub fn named(&self) -> [(&'static str, &Snapshot); 5] {
+        [
+            ("set_latency_usec", &self.set_usec),
+            ("get_hit_latency_usec", &self.get_hit_usec),
+            ("get_miss_latency_usec", &self.get_miss_usec),
+            ("get_timeout_msec", &self.get_timeout_msec),
+            ("delivery_latency_msec", &self.delivery_msec),
+        ]
+    }
+}
+
+/// One queue's request counts and latencies, kept beside the queue and
+/// allocated on its first request, so that idle queues cost nothing.
+#[derive(Debug, Default)]
+pub struct QueueMetrics(OnceLock<Box<QueueMetricsInner>>);
+
+#[derive(Debug, Default)]
+pub struct QueueMetricsInner {
+    pub put_bytes: AtomicU64,
+    pub get_items_hit: AtomicU64,
+    pub get_items_miss: AtomicU64,
+    pub latencies: Latencies,
+}
+
+impl QueueMetrics {
+    /// The metrics, allocated on first use.
+    pub fn get(&self) -> &QueueMetricsInner {
+        self.0.get_or_init(Box::default)
+    }
+
+    pub fn snapshot(&self) -> QueueRequests {
+        match self.0.get() {
+            None => QueueRequests::default(),
+            Some(m) => QueueRequests {
+                put_bytes: get(&m.put_bytes),
+                get_items_hit: get(&m.get_items_hit),
+                get_items_miss: get(&m.get_items_miss),
+                latencies: m.latencies.snapshot(),
+            },
+        }
+    }
+}
+
+/// [`QueueMetrics`] at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueRequests {
+    pub put_bytes: u64,
+    /// Gets that returned items.
+    pub get_items_hit: u64,
+    /// Gets that returned none (at once or after waiting).
+    pub get_items_miss: u64,
+    pub latencies: LatencySnapshots,
 }
