@@ -446,3 +446,28 @@ fn transaction_ids_are_never_reused_across_restarts() {
         }
     }
 }
+
+/// With `protocol_admin_commands = false`, the admin calls are refused with
+/// a reason and change nothing; the other calls go on working.
+#[test]
+fn admin_calls_are_refused_when_protocol_admin_commands_is_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with_env(
+        dir.path(),
+        &[],
+        &[("KESTREL_PROTOCOL_ADMIN_COMMANDS", "false")],
+    );
+    let mut c = server.client();
+    assert_eq!(c.put("jobs".into(), items(&["a"]), 0).unwrap(), 1);
+    for refused in [
+        c.set_status(Status::READ_ONLY).unwrap_err(),
+        c.delete_queue("jobs".into()).unwrap_err(),
+        c.flush_all_queues().unwrap_err(),
+    ] {
+        let m = message(refused);
+        assert!(m.contains("protocol_admin_commands = false"), "{m}");
+    }
+    assert_eq!(c.current_status().unwrap(), Status::UP);
+    c.flush_queue("other".into()).unwrap();
+    assert_eq!(data(&c.get("jobs".into(), 1, 0, 0).unwrap()), ["a"]);
+}
