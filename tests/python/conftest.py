@@ -21,14 +21,19 @@ from thrift.transport import TSocket, TTransport  # noqa: E402
 
 BINARY = os.environ.get("KESTREL_BIN", str(ROOT / "target" / "debug" / "kestrel"))
 START_TIMEOUT = 20.0
-LISTENING = re.compile(r"(thrift|memcache|text) listening on (\S+)")
+LISTENING = re.compile(r"(thrift|memcache|text|admin) listening on (\S+)")
 
 
 class Server:
-    """A kestrel process; its log lines are collected as they arrive."""
+    """A kestrel process; its log lines are collected as they arrive.
 
-    def __init__(self, data_dir, *extra):
+    The admin HTTP port is an ephemeral one too unless `extra` sets
+    `--admin-port` itself, or `admin_port=None` leaves it to the settings."""
+
+    def __init__(self, data_dir, *extra, admin_port="0"):
         self.data_dir = pathlib.Path(data_dir)
+        if admin_port is not None and "--admin-port" not in extra:
+            extra = ("--admin-port", admin_port, *extra)
         self.proc = subprocess.Popen(
             [BINARY, "--listen", "127.0.0.1", "--thrift-port", "0", "--memcache-port", "0",
              "--text-port", "0", "--data-dir", str(self.data_dir), *extra],
@@ -90,6 +95,10 @@ class Server:
     @property
     def text(self):
         return self.addrs["text"]
+
+    @property
+    def admin(self):
+        return self.addrs["admin"]
 
     def stop(self):
         """Stops the server, then fails the test if its log holds a panic:
