@@ -14,7 +14,7 @@ mod report;
 mod window;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -86,20 +86,11 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: Cancellat
     ticker.abort();
 }
 
-/// Latches the `?period=` windows once a second, while any is watched.
+/// Latches the `?period=` windows as they end.
 async fn latch_windows(admin: Arc<Admin>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        if !admin.windows.is_empty() {
-            admin
-                .windows
-                .tick(std::time::Instant::now(), || admin.report());
-        }
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = admin.windows.latch(|| admin.report()) => {}
     }
 }
 

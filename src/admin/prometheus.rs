@@ -1,7 +1,7 @@
 //! `/metrics`: the same stats in Prometheus's text format (0.0.4), written
 //! by `prometheus-client` from a collector that reads the service's stats
 //! at each scrape: counters, gauges (per queue with a `queue` label) and the
-//! latency histograms, whose buckets are the powers of two of their unit.
+//! latency histograms, whose buckets are the powers of two of a microsecond.
 
 use std::sync::Arc;
 
@@ -64,30 +64,28 @@ fn gauge(m: &mut MetricEncoder, v: &u64) -> std::fmt::Result {
     m.encode_gauge(&(i64::try_from(*v).unwrap_or(i64::MAX)))
 }
 
-/// A histogram in seconds from one kept in `unit_secs` units.
-fn histogram(m: &mut MetricEncoder, (s, unit_secs): &(&Snapshot, f64)) -> std::fmt::Result {
+/// A histogram in seconds from one kept in microseconds: its buckets end at
+/// the powers of two of a microsecond.
+fn histogram(m: &mut MetricEncoder, s: &&Snapshot) -> std::fmt::Result {
     let mut below = 0;
     let buckets: Vec<(f64, u64)> = Snapshot::exponents()
         .map(|exp| {
             let at_most = s.at_most_power_of_two(exp);
-            let bucket = (2f64.powi(exp as i32) * unit_secs, at_most - below);
+            let bucket = (2f64.powi(exp as i32) * 1e-6, at_most - below);
             below = at_most;
             bucket
         })
         .collect();
-    m.encode_histogram::<NoLabelSet>(s.sum as f64 * unit_secs, s.count, &buckets, None)
+    m.encode_histogram::<NoLabelSet>(s.sum as f64 * 1e-6, s.count, &buckets, None)
 }
 
-const USEC: f64 = 1e-6;
-const MSEC: f64 = 1e-3;
-
 /// The request histograms of a latency set, by `op` label.
-fn requests(l: &LatencySnapshots) -> [(&'static str, &Snapshot, f64); 4] {
+fn requests(l: &LatencySnapshots) -> [(&'static str, &Snapshot); 4] {
     [
-        ("put", &l.set_usec, USEC),
-        ("get_hit", &l.get_hit_usec, USEC),
-        ("get_miss", &l.get_miss_usec, USEC),
-        ("get_timeout", &l.get_timeout_msec, MSEC),
+        ("put", &l.set),
+        ("get_hit", &l.get_hit),
+        ("get_miss", &l.get_miss),
+        ("get_timeout", &l.get_timeout),
     ]
 }
 
@@ -195,7 +193,7 @@ impl Collector for Stats {
 
         let queues = &s.queues;
         type QueueGauge = fn(&crate::stats::QueueStats) -> u64;
-        let queue_gauges: [(&str, &str, QueueGauge); 8] = [
+        let queue_gauges: [(&str, &str, QueueGauge); 7] = [
             ("items", "Items in the queue", |q| q.items),
             ("bytes", "Bytes of items in the queue", |q| q.bytes),
             ("journal_bytes", "Bytes of the queue's journal", |q| {
@@ -206,9 +204,6 @@ impl Collector for Stats {
             }),
             ("mem_bytes", "Bytes of the queue held in memory", |q| {
                 q.mem_bytes
-            }),
-            ("age_seconds", "Age of the queue's head item", |q| {
-                q.age_ms / 1000
             }),
             ("waiters", "Reads waiting on the queue", |q| q.waiters),
             (
@@ -228,6 +223,17 @@ impl Collector for Stats {
                 gauge,
             )?;
         }
+        let ages = queues
+            .iter()
+            .map(|(n, q)| (vec![("queue", &**n)], q.age_ms as f64 / 1000.0));
+        family(
+            e,
+            "kestrel_queue_age_seconds",
+            "Age of the queue's head item",
+            MetricType::Gauge,
+            ages,
+            |m, age: &f64| m.encode_gauge(age),
+        )?;
         let queue_counters: [(&str, &str, QueueGauge); 9] = [
             ("put_items", "Items put into the queue", |q| {
                 q.counters.total_items
@@ -269,7 +275,7 @@ impl Collector for Stats {
             )?;
         }
 
-        let server = requests(&s.latencies).map(|(op, h, unit)| (vec![("op", op)], (h, unit)));
+        let server = requests(&s.latencies).map(|(op, h)| (vec![("op", op)], h));
         family(
             e,
             "kestrel_request_duration_seconds",
@@ -278,7 +284,7 @@ impl Collector for Stats {
             server,
             histogram,
         )?;
-        let delivery = [(Labels::new(), (&s.latencies.delivery_msec, MSEC))];
+        let delivery = [(Labels::new(), &s.latencies.delivery)];
         family(
             e,
             "kestrel_delivery_seconds",
@@ -288,8 +294,7 @@ impl Collector for Stats {
             histogram,
         )?;
         let per_queue = queues.iter().flat_map(|(n, q)| {
-            requests(&q.requests.latencies)
-                .map(|(op, h, unit)| (vec![("queue", &**n), ("op", op)], (h, unit)))
+            requests(&q.requests.latencies).map(|(op, h)| (vec![("queue", &**n), ("op", op)], h))
         });
         family(
             e,
@@ -299,12 +304,9 @@ impl Collector for Stats {
             per_queue,
             histogram,
         )?;
-        let per_queue_delivery = queues.iter().map(|(n, q)| {
-            (
-                vec![("queue", &**n)],
-                (&q.requests.latencies.delivery_msec, MSEC),
-            )
-        });
+        let per_queue_delivery = queues
+            .iter()
+            .map(|(n, q)| (vec![("queue", &**n)], &q.requests.latencies.delivery));
         family(
             e,
             "kestrel_queue_delivery_seconds",

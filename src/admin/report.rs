@@ -9,7 +9,7 @@ use std::fmt::Write;
 
 use serde_json::{Map, Value, json};
 
-use crate::stats::{LatencySnapshots, ServerStats, Snapshot};
+use crate::stats::{LatencySnapshots, ServerStats, Snapshot, Unit};
 use crate::status::ServerStatus;
 
 /// One reading of every stat.
@@ -17,7 +17,8 @@ use crate::status::ServerStatus;
 pub struct Report {
     pub counters: BTreeMap<String, u64>,
     pub gauges: BTreeMap<String, u64>,
-    pub metrics: BTreeMap<String, Snapshot>,
+    /// In microseconds, with the unit each is reported in.
+    pub metrics: BTreeMap<String, (Unit, Snapshot)>,
     pub labels: BTreeMap<String, String>,
 }
 
@@ -101,9 +102,9 @@ impl Report {
     }
 
     fn add_metrics(&mut self, prefix: &str, latencies: &LatencySnapshots) {
-        for (name, snapshot) in latencies.named() {
+        for (name, unit, snapshot) in latencies.named() {
             self.metrics
-                .insert(format!("{prefix}{name}"), snapshot.clone());
+                .insert(format!("{prefix}{name}"), (unit, snapshot.clone()));
         }
     }
 
@@ -122,12 +123,12 @@ impl Report {
         let metrics = self
             .metrics
             .iter()
-            .map(|(k, v)| {
+            .map(|(k, (unit, v))| {
                 let since = match earlier.metrics.get(k) {
-                    Some(then) => v.since(then),
+                    Some((_, then)) => v.since(then),
                     None => v.clone(),
                 };
-                (k.clone(), since)
+                (k.clone(), (*unit, since))
             })
             .collect();
         Report {
@@ -143,7 +144,7 @@ impl Report {
         let metrics: Map<String, Value> = self
             .metrics
             .iter()
-            .map(|(k, m)| (k.clone(), metric_json(m)))
+            .map(|(k, (unit, m))| (k.clone(), metric_json(*unit, m)))
             .collect();
         json!({
             "counters": self.counters,
@@ -169,8 +170,8 @@ impl Report {
             let _ = writeln!(out, "  {k}: {v}");
         }
         out.push_str("metrics:\n");
-        for (k, m) in &self.metrics {
-            let fields: Vec<String> = metric_fields(m)
+        for (k, (unit, m)) in &self.metrics {
+            let fields: Vec<String> = metric_fields(*unit, m)
                 .iter()
                 .map(|(name, value)| format!("{name}={value}"))
                 .collect();
@@ -180,26 +181,30 @@ impl Report {
     }
 }
 
-/// A metric's fields, in Ostrich's (alphabetical) order.
-fn metric_fields(m: &Snapshot) -> [(&'static str, u64); 11] {
+/// A metric's fields, in Ostrich's (alphabetical) order, in `unit`.
+fn metric_fields(unit: Unit, m: &Snapshot) -> [(&'static str, u64); 11] {
+    let scale = |us: u64| match unit {
+        Unit::Micros => us,
+        Unit::Millis => us / 1000,
+    };
     [
-        ("average", m.average()),
+        ("average", scale(m.average())),
         ("count", m.count),
-        ("maximum", m.maximum()),
-        ("minimum", m.minimum()),
-        ("p50", m.percentile(0.5)),
-        ("p90", m.percentile(0.9)),
-        ("p95", m.percentile(0.95)),
-        ("p99", m.percentile(0.99)),
-        ("p999", m.percentile(0.999)),
-        ("p9999", m.percentile(0.9999)),
-        ("sum", m.sum),
+        ("maximum", scale(m.maximum())),
+        ("minimum", scale(m.minimum())),
+        ("p50", scale(m.percentile(0.5))),
+        ("p90", scale(m.percentile(0.9))),
+        ("p95", scale(m.percentile(0.95))),
+        ("p99", scale(m.percentile(0.99))),
+        ("p999", scale(m.percentile(0.999))),
+        ("p9999", scale(m.percentile(0.9999))),
+        ("sum", scale(m.sum)),
     ]
 }
 
-fn metric_json(m: &Snapshot) -> Value {
+fn metric_json(unit: Unit, m: &Snapshot) -> Value {
     Value::Object(
-        metric_fields(m)
+        metric_fields(unit, m)
             .iter()
             .map(|(name, value)| (name.to_string(), json!(value)))
             .collect(),

@@ -2,8 +2,9 @@
 //! completed N-second window, as Ostrich's latched stats did.
 //!
 //! A period is tracked from the first request that names it: its windows
-//! are latched every N seconds from then on, by a tick once a second, so a
-//! window's figures do not depend on when (or how often) it is read. Until
+//! are latched every N seconds from then on, by a task that sleeps until the
+//! next window ends, so a window's figures do not depend on when (or how
+//! often) it is read. Until
 //! the first window ends, a request gets the change since the period's first
 //! request. At most [`MAX_PERIODS`] periods are tracked at once, each holding
 //! two reports, so no request can make the server keep more.
@@ -39,7 +40,12 @@ struct Window {
 
 /// The periods asked for, and their windows.
 #[derive(Default)]
-pub struct Windows(Mutex<HashMap<u64, Window>>);
+pub struct Windows {
+    windows: Mutex<HashMap<u64, Window>>,
+    /// Rung when a period starts being tracked (its window may end before
+    /// the one the latching task sleeps for).
+    added: tokio::sync::Notify,
+}
 
 impl Windows {
     /// The report for `period` seconds, given `now` (a fresh report);
@@ -48,11 +54,12 @@ impl Windows {
         if !(1..=MAX_PERIOD).contains(&period) {
             return Err(PeriodError::OutOfRange);
         }
-        let mut windows = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut windows = self.lock();
         if !windows.contains_key(&period) && windows.len() >= MAX_PERIODS {
             return Err(PeriodError::TooMany);
         }
         let window = windows.entry(period).or_insert_with(|| {
+            self.added.notify_one();
             let length = Duration::from_secs(period);
             Window {
                 length,
@@ -71,15 +78,32 @@ impl Windows {
         })
     }
 
-    /// Whether any period is tracked (else the tick has nothing to do).
-    pub fn is_empty(&self) -> bool {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Window>> {
+        self.windows.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Latches the windows as they end, until the task is dropped; `now`
+    /// makes the report to latch.
+    pub async fn latch(&self, now: impl Fn() -> Report) {
+        loop {
+            let next = self.lock().values().map(|w| w.ends).min();
+            let sleep = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = sleep => self.tick(Instant::now(), &now),
+                _ = self.added.notified() => {}
+            }
+        }
     }
 
     /// Latches every window that has ended by `at`; `now` makes the report
     /// to latch.
     pub fn tick(&self, at: Instant, now: impl Fn() -> Report) {
-        let mut windows = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut windows = self.lock();
         let mut current = None;
         for w in windows.values_mut().filter(|w| at >= w.ends) {
             let report = current.get_or_insert_with(&now);

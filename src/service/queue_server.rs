@@ -138,21 +138,22 @@ impl QueueServer {
             return;
         }
         for latencies in [&self.stats.latencies, &m.latencies] {
+            let took = micros(started);
             if !taken.is_empty() {
-                latencies.get_hit_usec.record(micros(started));
+                latencies.get_hit.record(took);
             } else if timeout.is_some_and(|t| !t.is_zero()) {
-                let waited = started.elapsed().as_millis();
-                latencies.get_timeout_msec.record(waited as u64);
+                latencies.get_timeout.record(took);
             } else {
-                latencies.get_miss_usec.record(micros(started));
+                latencies.get_miss.record(took);
             }
         }
         if kind != ReadKind::Peek && !taken.is_empty() {
+            // Items are stamped with the wall clock, in milliseconds.
             let now = now_ms();
             for t in taken {
-                let waited = now.saturating_sub(t.item.added_ms).max(0) as u64;
-                self.stats.latencies.delivery_msec.record(waited);
-                m.latencies.delivery_msec.record(waited);
+                let waited = now.saturating_sub(t.item.added_ms).max(0) as u64 * 1000;
+                self.stats.latencies.delivery.record(waited);
+                m.latencies.delivery.record(waited);
             }
         }
     }
@@ -244,7 +245,7 @@ impl QueueService for QueueServer {
                 let m = q.metrics().get();
                 stats::add(&m.put_bytes, bytes);
                 if self.record_latencies {
-                    m.latencies.set_usec.record(micros(started));
+                    m.latencies.set.record(micros(started));
                 }
             }
             if let Err(e) = stored {
@@ -264,7 +265,7 @@ impl QueueService for QueueServer {
         }
         stats::add(&self.stats.total_items, accepted as u64);
         if self.record_latencies {
-            self.stats.latencies.set_usec.record(micros(started));
+            self.stats.latencies.set.record(micros(started));
         }
         Ok(accepted)
     }

@@ -171,48 +171,56 @@ pub struct QueueStats {
 
 /// Latencies of the requests a server (or one queue) served, as Kestrel
 /// named them: put, get that found items, get that found none at once, get
-/// that waited in vain (milliseconds), and an item's time from put to the
-/// get that handed it out (milliseconds).
+/// that waited in vain, and an item's time from put to the get that handed
+/// it out. All are kept in microseconds, so that every histogram has the
+/// same buckets; Kestrel's `_msec` names report the last two in milliseconds.
 #[derive(Debug, Default)]
 pub struct Latencies {
-    pub set_usec: Histogram,
-    pub get_hit_usec: Histogram,
-    pub get_miss_usec: Histogram,
-    pub get_timeout_msec: Histogram,
-    pub delivery_msec: Histogram,
+    pub set: Histogram,
+    pub get_hit: Histogram,
+    pub get_miss: Histogram,
+    pub get_timeout: Histogram,
+    pub delivery: Histogram,
 }
 
 impl Latencies {
     pub fn snapshot(&self) -> LatencySnapshots {
         LatencySnapshots {
-            set_usec: self.set_usec.snapshot(),
-            get_hit_usec: self.get_hit_usec.snapshot(),
-            get_miss_usec: self.get_miss_usec.snapshot(),
-            get_timeout_msec: self.get_timeout_msec.snapshot(),
-            delivery_msec: self.delivery_msec.snapshot(),
+            set: self.set.snapshot(),
+            get_hit: self.get_hit.snapshot(),
+            get_miss: self.get_miss.snapshot(),
+            get_timeout: self.get_timeout.snapshot(),
+            delivery: self.delivery.snapshot(),
         }
     }
 }
 
-/// [`Latencies`] at one moment.
+/// [`Latencies`] at one moment (in microseconds).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LatencySnapshots {
-    pub set_usec: Snapshot,
-    pub get_hit_usec: Snapshot,
-    pub get_miss_usec: Snapshot,
-    pub get_timeout_msec: Snapshot,
-    pub delivery_msec: Snapshot,
+    pub set: Snapshot,
+    pub get_hit: Snapshot,
+    pub get_miss: Snapshot,
+    pub get_timeout: Snapshot,
+    pub delivery: Snapshot,
+}
+
+/// The unit Kestrel reported a latency in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Micros,
+    Millis,
 }
 
 impl LatencySnapshots {
-    /// Each histogram with its Kestrel (Ostrich) name.
-    pub fn named(&self) -> [(&'static str, &Snapshot); 5] {
+    /// Each histogram with its Kestrel (Ostrich) name and reporting unit.
+    pub fn named(&self) -> [(&'static str, Unit, &Snapshot); 5] {
         [
-            ("set_latency_usec", &self.set_usec),
-            ("get_hit_latency_usec", &self.get_hit_usec),
-            ("get_miss_latency_usec", &self.get_miss_usec),
-            ("get_timeout_msec", &self.get_timeout_msec),
-            ("delivery_latency_msec", &self.delivery_msec),
+            ("set_latency_usec", Unit::Micros, &self.set),
+            ("get_hit_latency_usec", Unit::Micros, &self.get_hit),
+            ("get_miss_latency_usec", Unit::Micros, &self.get_miss),
+            ("get_timeout_msec", Unit::Millis, &self.get_timeout),
+            ("delivery_latency_msec", Unit::Millis, &self.delivery),
         ]
     }
 }
