@@ -9,6 +9,7 @@
 //! imports one that imports it back (`.ci/module-cycles` checks).
 
 pub mod admin;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod data_dir;

@@ -1,11 +1,97 @@
-//! How the server keeps its log readable under a flood: a line that a
-//! misbehaving client (or a full disk) can trigger thousands of times a
-//! second is let through at most once a second, saying how many like it were
-//! held back.
+//! The server's log: where it goes (stderr, as text or one JSON object per
+//! line), what it lets through (`log_level`, or `RUST_LOG`, which wins), both
+//! changeable while the server runs (a reload applies them); and how it stays
+//! readable under a flood: a line that a misbehaving client (or a full disk)
+//! can trigger thousands of times a second is let through at most once a
+//! second, saying how many like it were held back ([`throttled!`]).
 
-use std::sync::OnceLock;
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use tracing_subscriber::layer::{Layered, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
+
+use crate::config::{LogFormat, ServerConfig};
+
+type FormatLayer = Box<dyn Layer<Registry> + Send + Sync>;
+type WithFormat = Layered<reload::Layer<FormatLayer, Registry>, Registry>;
+
+/// Settings given on the command line: they win over the file and the
+/// environment, on every reload too.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub format: Option<LogFormat>,
+    pub level: Option<String>,
+}
+
+struct Handles {
+    format: reload::Handle<FormatLayer, Registry>,
+    filter: reload::Handle<EnvFilter, WithFormat>,
+    overrides: Overrides,
+    /// What is in force, so a reload changes only what changed.
+    current: Mutex<(LogFormat, String)>,
+}
+
+static HANDLES: OnceLock<Handles> = OnceLock::new();
+
+fn format_layer(format: LogFormat) -> FormatLayer {
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => layer.with_ansi(std::io::stderr().is_terminal()).boxed(),
+        LogFormat::Json => layer.json().with_ansi(false).boxed(),
+    }
+}
+
+/// The filter for `level`, unless `RUST_LOG` is set (it wins).
+fn filter(level: &str) -> EnvFilter {
+    match std::env::var("RUST_LOG") {
+        Ok(env) if !env.is_empty() => EnvFilter::new(env),
+        _ => EnvFilter::new(level),
+    }
+}
+
+/// Starts logging as text at `info` (or `RUST_LOG`), before the settings
+/// are read, so that a bad setting can be reported; [`configure`] then
+/// applies the settings. Does nothing if called again.
+pub fn init(overrides: Overrides) {
+    let (format, format_handle) = reload::Layer::new(format_layer(LogFormat::Text));
+    let (filter_layer, filter_handle) = reload::Layer::new(filter("info"));
+    if tracing_subscriber::registry()
+        .with(format)
+        .with(filter_layer)
+        .try_init()
+        .is_ok()
+    {
+        let _ = HANDLES.set(Handles {
+            format: format_handle,
+            filter: filter_handle,
+            overrides,
+            current: Mutex::new((LogFormat::Text, "info".into())),
+        });
+    }
+}
+
+/// Applies the log settings of `config` (at start, and on every reload),
+/// the command line's overrides winning.
+pub fn configure(config: &ServerConfig) {
+    let Some(h) = HANDLES.get() else { return };
+    let format = h.overrides.format.unwrap_or(config.log_format);
+    let level = h
+        .overrides
+        .level
+        .clone()
+        .unwrap_or_else(|| config.log_level.clone());
+    let mut current = h.current.lock().unwrap_or_else(|e| e.into_inner());
+    if current.0 != format && h.format.reload(format_layer(format)).is_ok() {
+        current.0 = format;
+    }
+    if current.1 != level && h.filter.reload(filter(&level)).is_ok() {
+        current.1 = level;
+    }
+}
 
 /// How often a throttled line may be logged.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(1);

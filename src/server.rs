@@ -25,9 +25,6 @@ use crate::queue::QueueCollection;
 use crate::service::{QueueServer, QueueService};
 use crate::stats;
 
-/// How long shutdown waits for connections to finish their current call.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// The signature every protocol's connection task has.
 type Serve<F> = fn(Arc<QueueServer>, TcpStream, SocketAddr, Arc<Shared>) -> F;
 
@@ -180,17 +177,23 @@ impl Server {
         }
 
         tracing::info!(version = crate::service::VERSION, "ready to serve");
+        notify_systemd(sd_notify::NotifyState::Ready);
         shutdown.cancelled().await;
-        tracing::info!("shutting down");
+        notify_systemd(sd_notify::NotifyState::Stopping);
+        // No new connection is accepted and no read starts or keeps waiting
+        // (see the service's `get`); requests in flight finish, up to
+        // `shutdown_timeout`.
+        let drain = self.config.shutdown_timeout;
+        tracing::info!(timeout = ?drain, "shutting down: letting requests in flight finish");
         connections.close();
         background.close();
-        if tokio::time::timeout(DRAIN_TIMEOUT, connections.wait())
+        if tokio::time::timeout(drain, connections.wait())
             .await
             .is_err()
         {
             tracing::warn!(
                 remaining = connections.len(),
-                "connections still open after {DRAIN_TIMEOUT:?}"
+                "connections still open after shutdown_timeout ({drain:?}); stopping anyway"
             );
         }
         background.wait().await;
@@ -212,6 +215,14 @@ impl Server {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Tells systemd (`Type=notify`) the server is ready or stopping; nothing
+/// when it was not started by systemd.
+fn notify_systemd(state: sd_notify::NotifyState) {
+    if let Err(e) = sd_notify::notify(&[state]) {
+        tracing::debug!(error = %e, "cannot notify systemd");
     }
 }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::values::{Dur, OptDur, Port, Size};
-use super::{AdminToken, ConfigError, QueueSettings, QueuesConfig, ServerConfig, set};
+use super::{AdminToken, ConfigError, LogFormat, QueueSettings, QueuesConfig, ServerConfig, set};
 use crate::name;
 use crate::status::ServerStatus;
 
@@ -26,6 +26,9 @@ struct FileSettings {
     admin_token_file: Option<PathBuf>,
     protocol_admin_commands: Option<bool>,
     record_latencies: Option<bool>,
+    log_format: Option<String>,
+    log_level: Option<String>,
+    shutdown_timeout: Option<Dur>,
     max_frame_size: Option<Size>,
     max_line_size: Option<Size>,
     max_item_size: Option<Size>,
@@ -130,6 +133,14 @@ fn resolve(s: FileSettings) -> Result<ServerConfig, ConfigError> {
     c.admin_token = admin_token(s.admin_token, s.admin_token_file)?;
     set(&mut c.protocol_admin_commands, s.protocol_admin_commands);
     set(&mut c.record_latencies, s.record_latencies);
+    if let Some(format) = s.log_format {
+        c.log_format = LogFormat::parse(&format)
+            .ok_or_else(|| ConfigError(format!("log_format: {format:?} is not text or json")))?;
+    }
+    if let Some(level) = s.log_level {
+        c.log_level = check_log_level(&level)?;
+    }
+    set(&mut c.shutdown_timeout, s.shutdown_timeout.map(|d| d.0));
     if let Some(v) = s.max_frame_size {
         c.max_frame_size = bytes_usize(v, "max_frame_size")?;
     }
@@ -192,6 +203,14 @@ fn resolve(s: FileSettings) -> Result<ServerConfig, ConfigError> {
     c.queues.aliases = s.aliases.unwrap_or_default().into_iter().collect();
     validate_queues(&c.queues)?;
     Ok(c)
+}
+
+/// A `log_level`, checked as the log will read it.
+pub fn check_log_level(level: &str) -> Result<String, ConfigError> {
+    let level = level.trim();
+    tracing_subscriber::EnvFilter::try_new(level)
+        .map(|_| level.to_string())
+        .map_err(|e| ConfigError(format!("log_level: {level:?}: {e}")))
 }
 
 /// The admin token, from the setting or the file it names (not both).

@@ -24,7 +24,7 @@ use serde::Deserialize;
 use crate::name;
 use crate::status::ServerStatus;
 
-pub use load::load;
+pub use load::{check_log_level, load};
 pub use values::{parse_duration, parse_size};
 
 use values::{Dur, Size, Sync};
@@ -46,6 +46,31 @@ pub struct JournalConfig {
     pub sync: SyncMode,
     /// A segment is closed, and a new one started, once it reaches this size.
     pub segment_size: u64,
+}
+
+/// How the log is written: human-readable lines, or one JSON object per
+/// line for a log collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    pub fn parse(text: &str) -> Option<LogFormat> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
 }
 
 /// The admin port's control token. Its `Debug` shows no secret, so the
@@ -92,6 +117,13 @@ pub struct ServerConfig {
     pub protocol_admin_commands: bool,
     /// Whether requests record their latencies.
     pub record_latencies: bool,
+    /// How the log is written.
+    pub log_format: LogFormat,
+    /// What the log lets through: a level (`info`) or `tracing` filter
+    /// directives (`info,kestrel::journal=debug`). `RUST_LOG` wins.
+    pub log_level: String,
+    /// How long a shutdown lets requests in flight finish.
+    pub shutdown_timeout: Duration,
     /// Directory for journals and server state.
     pub data_dir: PathBuf,
     /// Largest Thrift frame accepted; a longer one closes the connection before
@@ -152,6 +184,9 @@ impl Default for ServerConfig {
             admin_token: None,
             protocol_admin_commands: true,
             record_latencies: true,
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            shutdown_timeout: Duration::from_secs(10),
             data_dir: PathBuf::from("kestrel-data"),
             max_frame_size: 16 * 1024 * 1024,
             max_line_size: 8 * 1024,
@@ -349,7 +384,16 @@ impl QueuesConfig {
 }
 
 /// A configuration that cannot be used; the message names the source, the
-/// key and the problem.
+/// key and the problem. It shows as one line (a TOML parser's multi-line
+/// report joined), so a protocol can answer with it and a log keep it whole.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
+#[error("{}", one_line(.0))]
 pub struct ConfigError(pub String);
+
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
+}

@@ -277,8 +277,9 @@ impl QueueService for QueueServer {
         request: GetRequest,
     ) -> Result<Reading, ServiceError> {
         self.check(Op::Read, "get")?;
-        if self.queues.is_alias(queue) {
+        if self.queues.is_alias(queue) || self.shutdown.is_cancelled() {
             // Aliases only route puts; there is nothing to read from one.
+            // Once the server stops, no read starts.
             return Ok(Reading::ready(Vec::new()));
         }
         let q = self.queues.get_or_create(queue)?;
@@ -322,7 +323,14 @@ impl QueueService for QueueServer {
         stats::add(counter, 1);
         let started = std::time::Instant::now();
         let deadline = request.timeout.map(|t| Instant::now() + t.min(MAX_WAIT));
-        let (taken, ack) = q.get(max, deadline, kind).await;
+        // A read still waiting when the server starts to stop returns
+        // empty: nothing is handed out after the signal (the read's future
+        // is dropped, which takes nothing).
+        let (taken, ack) = tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => (Vec::new(), None),
+            read = q.get(max, deadline, kind) => read,
+        };
         self.count_read(&q, &taken, request.timeout, kind, started);
         let xids = taken.iter().filter_map(|t| t.xid);
         match request.read {
@@ -472,7 +480,10 @@ impl QueueService for QueueServer {
     }
 
     fn reload(&self) -> Result<(), ServiceError> {
-        let fresh = crate::config::load(self.config_file.as_deref(), None)?;
+        let fresh = crate::config::load(self.config_file.as_deref(), None).inspect_err(|e| {
+            tracing::error!(error = %e, "reload refused; the running configuration is kept");
+        })?;
+        crate::logging::configure(&fresh);
         self.queues.reconfigure(fresh.queues);
         tracing::info!("configuration reloaded");
         Ok(())

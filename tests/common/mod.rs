@@ -170,9 +170,13 @@ impl Server {
             .arg("--data-dir")
             .arg(data_dir)
             .args(args)
-            .env(
-                "RUST_LOG",
-                std::env::var("TEST_SERVER_LOG").unwrap_or_else(|_| "info".into()),
+            // The test's own RUST_LOG (even an empty one) wins.
+            .envs(
+                Some((
+                    "RUST_LOG",
+                    std::env::var("TEST_SERVER_LOG").unwrap_or_else(|_| "info".into()),
+                ))
+                .filter(|_| !env.iter().any(|(k, _)| *k == "RUST_LOG")),
             )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -199,6 +203,10 @@ impl Server {
             let line = rx
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .unwrap_or_else(|_| {
+                    // Not left running: it would hold what the test holds
+                    // (ports, the data directory, inherited descriptors).
+                    let _ = child.kill();
+                    let _ = child.wait();
                     panic!(
                         "server did not start; log:\n{}",
                         log.lock().unwrap().join("\n")
@@ -275,6 +283,11 @@ impl Server {
             .status();
     }
 
+    /// Waits for the process to exit (after a signal sent with [`Server::signal`]).
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("wait")
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub fn stop(mut self) -> std::process::ExitStatus {
         self.signal("TERM");
@@ -315,7 +328,10 @@ fn listening(line: &str) -> Option<(&'static str, SocketAddr)> {
     for proto in ["thrift", "memcache", "text", "admin"] {
         let marker = format!("{proto} listening on ");
         if let Some(at) = line.find(&marker) {
-            let addr = line[at + marker.len()..].split_whitespace().next()?;
+            // Text logs end the address with a space; JSON logs with a quote.
+            let addr = line[at + marker.len()..]
+                .split(|c: char| c.is_whitespace() || c == '"')
+                .next()?;
             return Some((proto, addr.parse().ok()?));
         }
     }
@@ -357,6 +373,25 @@ impl Raw {
     pub fn send(&mut self, bytes: impl AsRef<[u8]>) {
         use std::io::Write;
         self.stream.write_all(bytes.as_ref()).expect("send");
+    }
+
+    /// Sends `bytes` if the connection still takes them; whether it did.
+    pub fn try_send(&mut self, bytes: impl AsRef<[u8]>) -> bool {
+        use std::io::Write;
+        self.stream.write_all(bytes.as_ref()).is_ok()
+    }
+
+    /// The next line, or `None` if the connection closes (or fails) first.
+    pub fn try_line(&mut self) -> Option<String> {
+        use std::io::Read;
+        while !self.buf.contains(&b'\n') {
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        Some(self.line())
     }
 
     /// Half-closes the connection: the server sees the end of input, and can
