@@ -258,7 +258,7 @@ impl JournalIo {
                 }
             });
             if let Err(e) = result {
-                tracing::error!(dir = %self.dir.display(), error = %e, "journal write failed; records not stored");
+                crate::throttled!(error, dir = %self.dir.display(), error = %e, "journal write failed; records not stored");
                 failed = Some((start, e.to_string()));
             }
             w.progress.written = chunk.end;
@@ -293,7 +293,7 @@ impl JournalIo {
         match result {
             Ok(()) => w.progress.synced = target,
             Err(e) => {
-                tracing::error!(dir = %self.dir.display(), error = %e, "journal fsync failed");
+                crate::throttled!(error, dir = %self.dir.display(), error = %e, "journal fsync failed");
                 let from = w.progress.synced;
                 w.progress.fail(Failure {
                     from,

@@ -58,7 +58,7 @@ async fn wait_logged(ack: Option<Ack>, what: &str) {
     if let Some(ack) = ack
         && let Err(e) = ack.wait().await
     {
-        tracing::warn!(error = %e, "{what} not journaled");
+        crate::throttled!(warn, error = %e, "{what} not journaled");
     }
 }
 

@@ -252,7 +252,7 @@ impl QueueService for QueueServer {
                 // Not on disk: take the items back (those no reader has taken
                 // yet) so a refused put does not deliver them.
                 let revoked = q.revoke(outcome.first_seq, outcome.accepted);
-                tracing::error!(queue = %q.name(), items = outcome.accepted, revoked, error = %e, "put refused: journal write failed");
+                crate::throttled!(error, queue = %q.name(), items = outcome.accepted, revoked, error = %e, "put refused: journal write failed");
                 if placed.primary {
                     failure = Some(e);
                 }
