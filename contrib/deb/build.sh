@@ -2,7 +2,7 @@
 # Builds the Debian package target/debian/kestrel_<version>-1_<arch>.deb and
 # prints its path (the only thing on stdout):
 #   1. the release binary (cargo build --release);
-#   2. the man pages, from the command-line definition (examples/man.rs, a
+#   2. the man pages, from the command-line definition (contrib/man.rs, a
 #      debug build: it shares the test suite's build) into target/man;
 #   3. `cargo deb --no-build`, with the metadata in Cargo.toml's
 #      [package.metadata.deb]: binary, unit, /etc/kestrel/kestrel.toml, man
