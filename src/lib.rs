@@ -4,7 +4,8 @@
 //! Layers, top to bottom: [`server`] accepts connections and hands each to a
 //! [`protocol`] adapter; adapters call the [`service::QueueService`] trait;
 //! the service runs on the [`queue`] engine, which keeps its items in the
-//! [`journal`]. Beneath them all are leaves that import nothing above
+//! [`journal`]. Beside the protocols, [`admin`] (HTTP) and [`discovery`]
+//! (ZooKeeper server sets) also only use the service. Beneath them all are leaves that import nothing above
 //! them: [`config`], [`stats`], [`status`], [`clock`] and [`name`]. No module
 //! imports one that imports it back (`.ci/module-cycles` checks).
 
@@ -13,6 +14,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod data_dir;
+pub mod discovery;
 pub mod journal;
 pub mod logging;
 pub mod memory;

@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::admin::{self, Admin, Ports};
 use crate::config::ServerConfig;
 use crate::data_dir::DataDir;
+use crate::discovery::{self, Endpoints};
 use crate::protocol::connection::serve;
 use crate::protocol::memcache::Memcache;
 use crate::protocol::text::Text;
@@ -98,7 +99,8 @@ impl Server {
     /// Serves until shutdown, then stops accepting, lets connections finish
     /// their current call, and stops background tasks.
     pub async fn run(self) -> io::Result<()> {
-        let [thrift, memcache, text, admin] = self.addrs().map(|(_, a)| a.map(|a| a.port()));
+        let addrs = self.addrs();
+        let [thrift, memcache, text, admin] = addrs.map(|(_, a)| a.map(|a| a.port()));
         let ports = Ports {
             thrift,
             memcache,
@@ -176,6 +178,15 @@ impl Server {
             ));
         }
 
+        if let Some(zookeeper) = self.config.zookeeper.clone() {
+            let endpoints = Endpoints::new(zookeeper.advertise.as_deref(), &addrs);
+            background.spawn(discovery::register(
+                zookeeper,
+                endpoints,
+                self.service.announced_status(),
+                shutdown.clone(),
+            ));
+        }
         tracing::info!(version = crate::service::VERSION, "ready to serve");
         notify_systemd(sd_notify::NotifyState::Ready);
         shutdown.cancelled().await;

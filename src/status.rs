@@ -1,12 +1,16 @@
 //! The server's status: what it lets clients do. Kept in a file so it
 //! survives restarts; a change to a stricter status takes effect only after
 //! the configured grace period (so load balancers can move clients away
-//! first), while a looser one applies at once.
+//! first), while a looser one applies at once. The status being moved to is
+//! announced at once (see [`StatusKeeper::announced`]): that is what server
+//! sets follow, so clients leave before the stricter status refuses them.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
 
 /// What the server lets clients do, from least to most strict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -68,6 +72,8 @@ pub struct StatusKeeper {
     /// Set while a stricter status waits out the grace period.
     has_pending: AtomicBool,
     pending: Mutex<Option<(ServerStatus, Instant)>>,
+    /// The status in force, or the stricter one pending.
+    announced: watch::Sender<ServerStatus>,
 }
 
 impl StatusKeeper {
@@ -92,6 +98,7 @@ impl StatusKeeper {
             current: AtomicU8::new(status as u8),
             has_pending: AtomicBool::new(false),
             pending: Mutex::new(None),
+            announced: watch::Sender::new(status),
         }
     }
 
@@ -131,10 +138,19 @@ impl StatusKeeper {
         tracing::info!(from = %current, to = %status, after = ?self.grace, "server status change scheduled");
         *pending = Some((status, Instant::now() + self.grace));
         self.has_pending.store(true, Ordering::Release);
+        self.announced.send_replace(status);
         Ok(())
     }
 
+    /// The status clients should be steered by: the one in force or, while a
+    /// stricter one waits out the grace period, that one. It changes before
+    /// a stricter status is enforced and as a looser one is.
+    pub fn announced(&self) -> watch::Receiver<ServerStatus> {
+        self.announced.subscribe()
+    }
+
     fn apply(&self, status: ServerStatus) {
+        self.announced.send_replace(status);
         let old = ServerStatus::from_u8(self.current.swap(status as u8, Ordering::AcqRel));
         if old != status {
             tracing::info!(from = %old, to = %status, "server status changed");
@@ -188,5 +204,29 @@ mod tests {
         assert_eq!(keeper.current(), ServerStatus::Up);
         let reloaded = StatusKeeper::load(path, ServerStatus::Quiescent, Duration::ZERO);
         assert_eq!(reloaded.current(), ServerStatus::Up);
+    }
+
+    #[test]
+    fn announces_a_stricter_status_before_enforcing_it_and_a_looser_one_as_it_applies() {
+        let dir = tempfile::tempdir().unwrap();
+        let keeper = StatusKeeper::load(
+            dir.path().join("status"),
+            ServerStatus::Up,
+            Duration::from_secs(3600),
+        );
+        let mut announced = keeper.announced();
+        assert_eq!(*announced.borrow_and_update(), ServerStatus::Up);
+        keeper.set(ServerStatus::ReadOnly).unwrap();
+        assert!(announced.has_changed().unwrap());
+        assert_eq!(*announced.borrow_and_update(), ServerStatus::ReadOnly);
+        assert_eq!(
+            keeper.current(),
+            ServerStatus::Up,
+            "still in its grace period"
+        );
+        // A looser change cancels the pending one, and is announced as it applies.
+        keeper.set(ServerStatus::Up).unwrap();
+        assert_eq!(*announced.borrow_and_update(), ServerStatus::Up);
+        assert_eq!(keeper.current(), ServerStatus::Up);
     }
 }

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
 use super::{Admin, json_error};
-use crate::config::AdminToken;
+use crate::config::Secret;
 use crate::service::{QueueService, ServiceError};
 use crate::status::ServerStatus;
 
@@ -52,7 +52,7 @@ impl IntoResponse for Denied {
 
 /// Checks the request's bearer token against the server's, in time that
 /// does not depend on how much of it matched.
-fn authorize(token: Option<&AdminToken>, headers: &HeaderMap) -> Result<(), Denied> {
+fn authorize(token: Option<&Secret>, headers: &HeaderMap) -> Result<(), Denied> {
     let token = token.ok_or(Denied::NoToken)?;
     let given = headers
         .get(header::AUTHORIZATION)

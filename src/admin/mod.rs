@@ -25,7 +25,7 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::AdminToken;
+use crate::config::Secret;
 use crate::service::{QueueServer, QueueService, VERSION};
 use crate::status::ServerStatus;
 use control::Action;
@@ -48,7 +48,7 @@ pub struct Ports {
 /// What the admin port's handlers share.
 pub struct Admin {
     service: Arc<QueueServer>,
-    token: Option<AdminToken>,
+    token: Option<Secret>,
     ports: Ports,
     started: SystemTime,
     windows: Windows,
@@ -56,7 +56,7 @@ pub struct Admin {
 }
 
 impl Admin {
-    pub fn new(service: Arc<QueueServer>, token: Option<AdminToken>, ports: Ports) -> Admin {
+    pub fn new(service: Arc<QueueServer>, token: Option<Secret>, ports: Ports) -> Admin {
         Admin {
             registry: prometheus::registry(service.clone()),
             service,

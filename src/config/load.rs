@@ -4,11 +4,15 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::values::{Dur, OptDur, Port, Size};
-use super::{AdminToken, ConfigError, LogFormat, QueueSettings, QueuesConfig, ServerConfig, set};
+use super::{
+    ConfigError, LogFormat, QueueSettings, QueuesConfig, Secret, ServerConfig, ZooKeeperAcl,
+    ZooKeeperConfig, set,
+};
 use crate::name;
 use crate::status::ServerStatus;
 
@@ -45,9 +49,78 @@ struct FileSettings {
     default_status: Option<String>,
     status_change_grace_period: Option<Dur>,
     worker_threads: Option<usize>,
+    zookeeper: Option<ZooKeeperSettings>,
     default_queue: Option<QueueSettings>,
     queues: Option<HashMap<String, QueueSettings>>,
     aliases: Option<HashMap<String, Vec<String>>>,
+}
+
+/// `[zookeeper]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ZooKeeperSettings {
+    hosts: Option<String>,
+    path_prefix: Option<String>,
+    session_timeout: Option<Dur>,
+    credentials: Option<String>,
+    acl: Option<String>,
+    advertise: Option<String>,
+}
+
+/// The ZooKeeper settings, checked; `None` unless `hosts` is set.
+fn zookeeper(s: ZooKeeperSettings) -> Result<Option<ZooKeeperConfig>, ConfigError> {
+    let Some(hosts) = s
+        .hosts
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+    else {
+        return Ok(None);
+    };
+    let err = |key: &str, msg: String| ConfigError(format!("zookeeper.{key}: {msg}"));
+    let prefix = s.path_prefix.unwrap_or_else(|| "/kestrel".into());
+    let path_prefix = prefix.trim_end_matches('/').to_string();
+    if !path_prefix.starts_with('/') || path_prefix.split('/').skip(1).any(str::is_empty) {
+        return Err(err(
+            "path_prefix",
+            format!("{prefix:?} is not an absolute ZooKeeper path like \"/kestrel\""),
+        ));
+    }
+    let session_timeout = s.session_timeout.map_or(Duration::from_secs(10), |d| d.0);
+    if session_timeout < Duration::from_secs(1) {
+        return Err(err("session_timeout", "must be at least 1s".into()));
+    }
+    let credentials = match s.credentials {
+        None => None,
+        Some(text) => match Secret::new(&text) {
+            Some(secret) if text.contains(':') => Some(secret),
+            _ => return Err(err("credentials", "must be \"user:password\"".into())),
+        },
+    };
+    let acl = match s.acl.as_deref().map(str::trim) {
+        None | Some("open") => ZooKeeperAcl::Open,
+        Some("creator_all") if credentials.is_some() => ZooKeeperAcl::CreatorAll,
+        Some("creator_all") => {
+            return Err(err("acl", "\"creator_all\" needs credentials".into()));
+        }
+        Some(other) => {
+            return Err(err(
+                "acl",
+                format!("{other:?}: expected \"open\" or \"creator_all\""),
+            ));
+        }
+    };
+    let advertise = s.advertise.map(|a| a.trim().to_string());
+    if advertise.as_deref() == Some("") {
+        return Err(err("advertise", "must not be empty".into()));
+    }
+    Ok(Some(ZooKeeperConfig {
+        hosts,
+        path_prefix,
+        session_timeout,
+        credentials,
+        acl,
+        advertise,
+    }))
 }
 
 fn bytes_usize(size: Size, key: &str) -> Result<usize, ConfigError> {
@@ -196,6 +269,7 @@ fn resolve(s: FileSettings) -> Result<ServerConfig, ConfigError> {
             "max_line_size: must be at least 64 bytes".into(),
         ));
     }
+    c.zookeeper = zookeeper(s.zookeeper.unwrap_or_default())?;
     if let Some(d) = s.default_queue {
         d.apply(&mut c.queues.default);
     }
@@ -217,7 +291,7 @@ pub fn check_log_level(level: &str) -> Result<String, ConfigError> {
 fn admin_token(
     token: Option<String>,
     file: Option<PathBuf>,
-) -> Result<Option<AdminToken>, ConfigError> {
+) -> Result<Option<Secret>, ConfigError> {
     let text = match (token, file) {
         (Some(_), Some(_)) => {
             return Err(ConfigError(
@@ -229,7 +303,7 @@ fn admin_token(
             .map_err(|e| ConfigError(format!("admin_token_file: {}: {e}", path.display())))?,
         (None, None) => return Ok(None),
     };
-    AdminToken::new(&text)
+    Secret::new(&text)
         .map(Some)
         .ok_or_else(|| ConfigError("admin_token: must not be empty".into()))
 }

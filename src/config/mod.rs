@@ -73,16 +73,17 @@ impl LogFormat {
     }
 }
 
-/// The admin port's control token. Its `Debug` shows no secret, so the
-/// settings can be logged.
+/// A secret setting (the admin port's control token, ZooKeeper
+/// credentials). Its `Debug` shows nothing of it, so the settings can be
+/// logged.
 #[derive(Clone, PartialEq, Eq)]
-pub struct AdminToken(String);
+pub struct Secret(String);
 
-impl AdminToken {
+impl Secret {
     /// A token, unless `text` is blank (which would let anyone in).
-    pub fn new(text: &str) -> Option<AdminToken> {
+    pub fn new(text: &str) -> Option<Secret> {
         let text = text.trim();
-        (!text.is_empty()).then(|| AdminToken(text.to_string()))
+        (!text.is_empty()).then(|| Secret(text.to_string()))
     }
 
     pub fn as_bytes(&self) -> &[u8] {
@@ -90,9 +91,9 @@ impl AdminToken {
     }
 }
 
-impl std::fmt::Debug for AdminToken {
+impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AdminToken(<redacted>)")
+        f.write_str("Secret(<redacted>)")
     }
 }
 
@@ -111,7 +112,7 @@ pub struct ServerConfig {
     pub admin_port: Option<u16>,
     /// What the admin port's control endpoints require as a bearer token;
     /// `None` turns them off.
-    pub admin_token: Option<AdminToken>,
+    pub admin_token: Option<Secret>,
     /// Whether memcache, text and Thrift clients may shut the server down,
     /// reload, flush every queue, delete queues and set the status.
     pub protocol_admin_commands: bool,
@@ -167,6 +168,8 @@ pub struct ServerConfig {
     /// CPUs (at least one), leaving a core to the kernel's network work and
     /// the journal threads.
     pub worker_threads: usize,
+    /// Registration in ZooKeeper server sets; `None` (no `hosts`) is off.
+    pub zookeeper: Option<ZooKeeperConfig>,
     /// Every queue's policy, and the aliases.
     pub queues: QueuesConfig,
     /// The file these settings came from, re-read on reload.
@@ -204,6 +207,7 @@ impl Default for ServerConfig {
             default_status: ServerStatus::Up,
             status_change_grace_period: Duration::ZERO,
             worker_threads: 0,
+            zookeeper: None,
             queues: QueuesConfig::default(),
             config_file: None,
         }
@@ -225,6 +229,36 @@ impl ServerConfig {
     pub fn status_path(&self) -> PathBuf {
         self.data_dir.join(&self.status_file)
     }
+}
+
+/// Where and how the server registers itself in ZooKeeper server sets
+/// (`[zookeeper]`), so clients find the fleet; see `docs/scale-out.md`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZooKeeperConfig {
+    /// The connect string: `host:port[,host:port…]`.
+    pub hosts: String,
+    /// The server sets are `<path_prefix>/read` and `<path_prefix>/write`.
+    pub path_prefix: String,
+    /// The session timeout asked of ZooKeeper: how long a vanished server
+    /// stays a member.
+    pub session_timeout: Duration,
+    /// Digest credentials, `user:password`.
+    pub credentials: Option<Secret>,
+    /// Who may change the member nodes.
+    pub acl: ZooKeeperAcl,
+    /// The host clients are told to connect to; `None` is the listen
+    /// address (or, for a wildcard one, the machine's host name).
+    pub advertise: Option<String>,
+}
+
+/// The ACL of the nodes the server creates (Kestrel 2.4's choices).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZooKeeperAcl {
+    /// Anyone may do anything (Kestrel's `OpenUnsafe`), the default.
+    Open,
+    /// Anyone may read; only the server's credentials may change them
+    /// (Kestrel's `EveryoneReadCreatorAll`). Needs `credentials`.
+    CreatorAll,
 }
 
 /// Per-queue limits and behaviour. The defaults are Kestrel's (no limits),

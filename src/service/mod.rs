@@ -270,6 +270,11 @@ pub trait QueueService: Send + Sync + 'static {
 
     fn status(&self) -> ServerStatus;
 
+    /// Follows the status clients should be steered by: a stricter status
+    /// from the moment it is set (before its grace period ends), a looser one
+    /// as it applies. Server-set membership follows this.
+    fn announced_status(&self) -> tokio::sync::watch::Receiver<ServerStatus>;
+
     fn set_status(
         &self,
         status: ServerStatus,

@@ -433,6 +433,10 @@ impl QueueService for QueueServer {
         self.status.current()
     }
 
+    fn announced_status(&self) -> tokio::sync::watch::Receiver<ServerStatus> {
+        self.status.announced()
+    }
+
     async fn set_status(&self, status: ServerStatus) -> Result<(), ServiceError> {
         Ok(self.status.set(status)?)
     }
