@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Builds the Java client with plain javac against Debian's libthrift-java
-# (apt-get install libthrift-java; tested with 0.16.0):
+# Builds the Java client with plain javac against Debian's libthrift-java and, for discovery,
+# its ZooKeeper client (apt-get install libthrift-java libzookeeper-java; tested with thrift
+# 0.16.0 and ZooKeeper 3.8.0):
 #   clients/java/build.sh                       build/kestrel-client.jar
 #   clients/java/build.sh test                  build, then test against real servers
 #   clients/java/build.sh example HOST:PORT S   round trips per second
 set -euo pipefail
 cd "$(dirname "$0")"
-deps=/usr/share/java/thrift.jar:/usr/share/java/slf4j-api.jar:/usr/share/java/slf4j-nop.jar
-[ -f /usr/share/java/thrift.jar ] || { echo "libthrift-java missing: apt-get install -y libthrift-java" >&2; exit 2; }
+j=/usr/share/java
+deps=$j/thrift.jar:$j/zookeeper.jar:$j/zookeeper-jute.jar:$j/slf4j-api.jar:$j/slf4j-nop.jar
+[ -f $j/thrift.jar ] || { echo "libthrift-java missing: apt-get install -y libthrift-java" >&2; exit 2; }
+[ -f $j/zookeeper.jar ] || { echo "libzookeeper-java missing: apt-get install -y libzookeeper-java" >&2; exit 2; }
 rm -rf build
 mkdir -p build/classes
 # The stubs idl/generate.sh writes into gen/java, then the client.

@@ -1,9 +1,13 @@
 package net.lag.kestrel.client;
 
+import java.io.IOException;
+import java.io.UncheckedIOException;
 import java.nio.ByteBuffer;
 import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.HashSet;
 import java.util.List;
+import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.ScheduledThreadPoolExecutor;
@@ -32,7 +36,9 @@ import org.apache.thrift.transport.layered.TFramedTransport;
  *   <li>reconnects: a broken connection is dropped and the server left alone for
  *       {@code retryAfterMs} before it is tried again;
  *   <li>reliable reads: {@code consume} runs a handler on items opened with an auto-abort
- *       deadline, confirms what it handled and aborts what it failed on.
+ *       deadline, confirms what it handled and aborts what it failed on;
+ *   <li>servers from a static list, or discovered through ZooKeeper (see
+ *       {@link #KestrelClient(String, String, Config)}).
  * </ul>
  *
  * <p>Not thread-safe: use one client per thread.
@@ -44,6 +50,8 @@ public final class KestrelClient implements AutoCloseable {
     public int timeoutMs = 5000;
     public long retryAfterMs = 1000;
     public int pollSliceMs = 100;
+    /** ZooKeeper session timeout, for a client that discovers its servers there. */
+    public int zookeeperSessionTimeoutMs = 10_000;
   }
 
   /** No server could be reached. */
@@ -117,19 +125,28 @@ public final class KestrelClient implements AutoCloseable {
     return System.nanoTime() / 1_000_000;
   }
 
-  private final List<Server> servers = new ArrayList<>();
   private final Config config;
-  private int next;
+  /** Servers that take puts, and servers that take everything else; the same list if static. */
+  private List<Server> writeServers = new ArrayList<>();
+  private List<Server> readServers = new ArrayList<>();
+  private int nextWrite;
+  private int nextRead;
+  /** With discovery: the membership the lists above were built from, and every server in them. */
+  private final ServerSetWatcher discovery;
+  private ServerSetWatcher.Membership membership;
+  private final Map<String, Server> known = new HashMap<>();
 
   /** A client of {@code servers} ("host:port", Thrift port); connects lazily. */
   public KestrelClient(List<String> servers, Config config) {
     for (String s : servers) {
-      this.servers.add(new Server(s));
+      this.writeServers.add(new Server(s));
     }
-    if (this.servers.isEmpty()) {
+    if (this.writeServers.isEmpty()) {
       throw new IllegalArgumentException("no servers given");
     }
+    this.readServers = this.writeServers;
     this.config = config;
+    this.discovery = null;
   }
 
   public KestrelClient(List<String> servers) {
@@ -137,13 +154,108 @@ public final class KestrelClient implements AutoCloseable {
   }
 
   /**
+   * A client of the servers registered in ZooKeeper ({@code connectString}, e.g.
+   * "zk1:2181,zk2:2181") under {@code prefix}: puts go to the members of {@code prefix/write},
+   * every other call to those of {@code prefix/read}. Membership changes take effect on the next
+   * call; if ZooKeeper becomes unreachable the last membership seen stays in force.
+   *
+   * <p>Waits up to {@code timeoutMs} for the first listing, then returns anyway: the sets fill
+   * in when ZooKeeper answers (until then calls fail with {@link UnavailableException}).
+   */
+  public KestrelClient(String connectString, String prefix, Config config) {
+    this.config = config;
+    try {
+      this.discovery = new ServerSetWatcher(connectString, prefix, config.zookeeperSessionTimeoutMs);
+    } catch (IOException e) {
+      throw new UncheckedIOException(e);
+    }
+    try {
+      discovery.awaitFirstListing(config.timeoutMs);
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+    }
+  }
+
+  public KestrelClient(String connectString, String prefix) {
+    this(connectString, prefix, new Config());
+  }
+
+  /** The servers puts go to now ("host:port"). Safe to call from any thread. */
+  public List<String> writeServers() {
+    return discovery != null ? discovery.membership().write : addresses(writeServers);
+  }
+
+  /** The servers gets and every other call go to now ("host:port"). Safe from any thread. */
+  public List<String> readServers() {
+    return discovery != null ? discovery.membership().read : addresses(readServers);
+  }
+
+  private static List<String> addresses(List<Server> servers) {
+    List<String> out = new ArrayList<>();
+    for (Server s : servers) {
+      out.add(s.address);
+    }
+    return out;
+  }
+
+  /**
+   * Brings the server lists up to the latest membership. Servers still present keep their
+   * connection and down-mark; those that left are closed. Called at the start of a call only,
+   * so a consume settles on the very server object its items came from.
+   */
+  private void refresh() {
+    if (discovery == null || discovery.membership() == membership) {
+      return;
+    }
+    membership = discovery.membership();
+    Map<String, Server> now = new HashMap<>();
+    writeServers = pick(membership.write, now);
+    readServers = pick(membership.read, now);
+    for (Map.Entry<String, Server> e : known.entrySet()) {
+      if (!now.containsKey(e.getKey())) {
+        e.getValue().close();
+      }
+    }
+    known.clear();
+    known.putAll(now);
+  }
+
+  private List<Server> pick(List<String> addresses, Map<String, Server> now) {
+    List<Server> out = new ArrayList<>();
+    for (String a : addresses) {
+      out.add(now.computeIfAbsent(a, k -> known.getOrDefault(k, new Server(k))));
+    }
+    return out;
+  }
+
+  private List<Server> servers(boolean write) {
+    refresh();
+    return write ? writeServers : readServers;
+  }
+
+  /** The error of a call that found no server at all (an empty set, with discovery). */
+  private UnavailableException noServer(boolean write) {
+    String where = discovery == null ? "" : " in " + discovery.path(write);
+    return new UnavailableException("no server available" + where, null);
+  }
+
+  /**
    * Servers from the next one in turn: those up first, then those resting after a failure, as a
    * last resort or ({@code skipResting}) only when every server is resting.
    */
-  private List<Server> order(boolean skipResting) {
+  private List<Server> order(boolean write, boolean skipResting) {
+    List<Server> servers = servers(write);
     int n = servers.size();
+    if (n == 0) {
+      return servers;
+    }
+    int next = write ? nextWrite : nextRead;
     int start = next % n;
-    next = (next + 1) % n;
+    if (write) {
+      nextWrite = (start + 1) % n;
+    } else {
+      nextRead = (start + 1) % n;
+    }
     long now = now();
     List<Server> up = new ArrayList<>();
     List<Server> resting = new ArrayList<>();
@@ -192,9 +304,9 @@ public final class KestrelClient implements AutoCloseable {
     }
   }
 
-  private <T> T first(Call<T> call) {
-    RuntimeException last = new UnavailableException("no server tried", null);
-    for (Server s : order(false)) {
+  private <T> T first(boolean write, Call<T> call) {
+    RuntimeException last = noServer(write);
+    for (Server s : order(write, false)) {
       try {
         return call(s, 0, call);
       } catch (UnavailableException | RefusedException e) {
@@ -212,7 +324,7 @@ public final class KestrelClient implements AutoCloseable {
     List<T> results = new ArrayList<>();
     RefusedException refused = null;
     UnavailableException down = null;
-    for (Server s : servers) {
+    for (Server s : servers(false)) {
       try {
         results.add(call(s, 0, call));
       } catch (RefusedException e) {
@@ -225,7 +337,7 @@ public final class KestrelClient implements AutoCloseable {
       throw refused;
     }
     if (results.isEmpty()) {
-      throw down;
+      throw down != null ? down : noServer(false);
     }
     return results;
   }
@@ -252,7 +364,7 @@ public final class KestrelClient implements AutoCloseable {
       boolean reached = false;
       RefusedException refused = null;
       UnavailableException down = null;
-      for (Server s : order(true)) {
+      for (Server s : order(false, true)) { // each round sees membership changes
         int wait = (int) Math.max(0, Math.min(deadline - now(), config.pollSliceMs));
         try {
           List<Item> items = call(s, wait, k -> k.get(queue, maxItems, wait, autoAbortMs));
@@ -272,7 +384,7 @@ public final class KestrelClient implements AutoCloseable {
       long left = deadline - now();
       if (left <= 0) {
         if (!reached) {
-          throw down;
+          throw down != null ? down : noServer(false);
         }
         return new Polled(null, new ArrayList<>());
       }
@@ -293,7 +405,7 @@ public final class KestrelClient implements AutoCloseable {
     for (byte[] item : items) {
       buffers.add(ByteBuffer.wrap(item));
     }
-    return first(k -> k.put(queue, buffers, expiryMs));
+    return first(true, k -> k.put(queue, buffers, expiryMs));
   }
 
   /** Up to {@code maxItems} items, polling the servers for up to {@code timeoutMs}. */
@@ -406,12 +518,12 @@ public final class KestrelClient implements AutoCloseable {
 
   /** The version of the next reachable server in turn. */
   public String version() {
-    return first(Kestrel.Client::get_version);
+    return first(false, Kestrel.Client::get_version);
   }
 
   /** The status of the next reachable server in turn. */
   public Status status() {
-    return first(Kestrel.Client::current_status);
+    return first(false, Kestrel.Client::current_status);
   }
 
   /** Sets the status of every server. */
@@ -422,10 +534,17 @@ public final class KestrelClient implements AutoCloseable {
     });
   }
 
+  /** Closes every connection and, with discovery, ends the ZooKeeper session. */
   @Override
   public void close() {
-    for (Server s : servers) {
+    for (Server s : writeServers) {
       s.close();
+    }
+    for (Server s : readServers) {
+      s.close();
+    }
+    if (discovery != null) {
+      discovery.close();
     }
   }
 }

@@ -2,14 +2,22 @@ package net.lag.kestrel.client;
 
 import java.io.BufferedReader;
 import java.io.File;
+import java.io.InputStream;
 import java.io.InputStreamReader;
+import java.io.OutputStream;
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.net.ServerSocket;
+import java.net.Socket;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HashSet;
+import java.util.Comparator;
 import java.util.List;
+import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.BlockingQueue;
 import java.util.concurrent.LinkedBlockingQueue;
@@ -33,11 +41,17 @@ public final class KestrelClientTest {
     final String address;
 
     Server(Path data) throws Exception {
+      this(data, Map.of());
+    }
+
+    /** A server with extra environment, e.g. the KESTREL_ZOOKEEPER__* settings. */
+    Server(Path data, Map<String, String> env) throws Exception {
       String bin = System.getenv().getOrDefault("KESTREL_BIN",
           new File("../../target/debug/kestrel").getAbsolutePath());
       ProcessBuilder pb = new ProcessBuilder(bin, "--listen", "127.0.0.1", "--thrift-port", "0",
           "--memcache-port", "off", "--text-port", "off", "--admin-port", "off", "--data-dir", data.toString());
       pb.environment().keySet().removeIf(k -> k.startsWith("KESTREL_"));
+      pb.environment().putAll(env);
       pb.redirectOutput(ProcessBuilder.Redirect.DISCARD);
       process = pb.start();
       BlockingQueue<String> lines = new LinkedBlockingQueue<>();
@@ -74,6 +88,65 @@ public final class KestrelClientTest {
     public void close() throws Exception {
       process.destroy(); // SIGTERM: a clean stop
       process.waitFor(20, TimeUnit.SECONDS);
+    }
+  }
+
+  /**
+   * A throwaway ZooKeeper (tests/zookeeper/serve) on a free loopback port and a temporary
+   * directory; close() kills it, which try-with-resources does on failure too.
+   */
+  static final class ZooKeeperServer implements AutoCloseable {
+    final Process process;
+    final String connect;
+    final Path dir;
+
+    ZooKeeperServer() throws Exception {
+      int port;
+      try (ServerSocket probe = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
+        port = probe.getLocalPort();
+      }
+      dir = Files.createTempDirectory("kestrel-java-zk");
+      ProcessBuilder pb = new ProcessBuilder(new File("../../tests/zookeeper/serve").getAbsolutePath(),
+          dir.toString(), String.valueOf(port));
+      pb.redirectErrorStream(true);
+      pb.redirectOutput(dir.resolve("zookeeper.log").toFile());
+      process = pb.start();
+      connect = "127.0.0.1:" + port;
+      long deadline = System.nanoTime() + 30_000_000_000L;
+      while (!imok(port)) {
+        if (System.nanoTime() > deadline || !process.isAlive()) {
+          close();
+          throw new IllegalStateException("ZooKeeper did not start on " + connect);
+        }
+        Thread.sleep(100);
+      }
+    }
+
+    /** Whether ZooKeeper answers the four-letter word "ruok" with "imok". */
+    private static boolean imok(int port) {
+      try (Socket s = new Socket()) {
+        s.connect(new InetSocketAddress(InetAddress.getLoopbackAddress(), port), 500);
+        s.setSoTimeout(1000);
+        OutputStream out = s.getOutputStream();
+        out.write("ruok".getBytes(StandardCharsets.US_ASCII));
+        out.flush();
+        InputStream in = s.getInputStream();
+        return new String(in.readAllBytes(), StandardCharsets.US_ASCII).equals("imok");
+      } catch (Exception e) {
+        return false;
+      }
+    }
+
+    @Override
+    public void close() throws Exception {
+      process.destroyForcibly();
+      process.waitFor(20, TimeUnit.SECONDS);
+      if (!Files.exists(dir)) {
+        return; // closed already
+      }
+      try (var paths = Files.walk(dir)) {
+        paths.sorted(Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
+      }
     }
   }
 
@@ -207,6 +280,10 @@ public final class KestrelClientTest {
           (Test) KestrelClientTest::withTwoServersOneStoppedMidRunNothingAcknowledgedIsLost},
       {"a server that refuses reads does not stop gets from the others",
           (Test) KestrelClientTest::aServerThatRefusesReadsDoesNotStopGetsFromTheOthers},
+      {"zookeeper: a server going READ_ONLY leaves the write set",
+          (Test) ZooKeeperDiscoveryTest::aServerGoingReadOnlyLeavesTheWriteSet},
+      {"zookeeper: an empty prefix fills when a server registers",
+          (Test) ZooKeeperDiscoveryTest::anEmptyPrefixFillsWhenAServerRegisters},
     };
     int failed = 0;
     for (Object[] t : tests) {
