@@ -115,6 +115,20 @@ fn entries(c: &ServerConfig) -> Vec<(&'static str, String)> {
             "worker_threads",
             format!("{} ({} in use)", c.worker_threads, c.workers()),
         ),
+        (
+            "zookeeper",
+            c.zookeeper.as_ref().map_or("off".into(), |z| {
+                format!(
+                    "{{ hosts = {:?}, path_prefix = {:?}, session_timeout = {:?}, credentials = {}, acl = {:?}, advertise = {} }}",
+                    z.hosts,
+                    z.path_prefix,
+                    z.session_timeout,
+                    if z.credentials.is_some() { "(set)" } else { "off" },
+                    z.acl,
+                    z.advertise.as_deref().unwrap_or("(the listen address)"),
+                )
+            }),
+        ),
         ("default_queue", format!("{:?}", c.queues.default)),
     ]
 }

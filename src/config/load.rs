@@ -467,4 +467,47 @@ mod tests {
             .to_string();
         assert!(e.contains("/nonexistent/k.toml"), "{e}");
     }
+
+    #[test]
+    fn zookeeper_is_off_unless_hosts_is_set_and_its_settings_are_checked() {
+        assert_eq!(load(None, env(&[])).unwrap().zookeeper, None);
+        let (_d, path) = file("[zookeeper]\npath_prefix = \"/q\"\n");
+        assert_eq!(load(Some(&path), env(&[])).unwrap().zookeeper, None);
+        let c = load(
+            None,
+            env(&[
+                ("KESTREL_ZOOKEEPER__HOSTS", "127.0.0.1:2181,127.0.0.2:2181"),
+                ("KESTREL_ZOOKEEPER__PATH_PREFIX", "/prod/queues/"),
+            ]),
+        )
+        .unwrap();
+        let z = c.zookeeper.unwrap();
+        assert_eq!(z.hosts, "127.0.0.1:2181,127.0.0.2:2181");
+        assert_eq!(z.path_prefix, "/prod/queues", "a trailing slash is dropped");
+        assert_eq!(z.session_timeout, Duration::from_secs(10));
+        assert_eq!((z.acl, z.credentials, z.advertise), (ZooKeeperAcl::Open, None, None));
+        let (_d, path) = file(
+            "[zookeeper]\nhosts = \"zk:2181\"\nsession_timeout = \"4s\"\n\
+             credentials = \"kestrel:pw\"\nacl = \"creator_all\"\nadvertise = \"q1.example\"\n",
+        );
+        let z = load(Some(&path), env(&[])).unwrap().zookeeper.unwrap();
+        assert_eq!(z.session_timeout, Duration::from_secs(4));
+        assert_eq!(z.credentials.unwrap().as_bytes(), b"kestrel:pw");
+        assert_eq!(z.acl, ZooKeeperAcl::CreatorAll);
+        assert_eq!(z.advertise.as_deref(), Some("q1.example"));
+        for (text, wanted) in [
+            ("path_prefix = \"kestrel\"", "zookeeper.path_prefix"),
+            ("path_prefix = \"/a//b\"", "zookeeper.path_prefix"),
+            ("session_timeout = \"10ms\"", "zookeeper.session_timeout"),
+            ("credentials = \"nopassword\"", "zookeeper.credentials"),
+            ("acl = \"creator_all\"", "needs credentials"),
+            ("acl = \"custom\"", "zookeeper.acl"),
+            ("advertise = \" \"", "zookeeper.advertise"),
+            ("hostz = \"x\"", "unknown field `hostz`"),
+        ] {
+            let (_d, path) = file(&format!("[zookeeper]\nhosts = \"zk:2181\"\n{text}\n"));
+            let e = load(Some(&path), env(&[])).unwrap_err().to_string();
+            assert!(e.contains(wanted), "{text:?}: {e}");
+        }
+    }
 }
