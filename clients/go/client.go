@@ -4,7 +4,8 @@
 // this package adds what an application needs around them: several servers used Kestrel's
 // way (puts round-robin, gets polling every server, both skipping servers that are down or
 // refuse), reconnects after a retry interval, and reliable reads that confirm what a handler
-// handled and abort what it failed on.
+// handled and abort what it failed on. The servers come from a static list (New) or from
+// ZooKeeper, where they register themselves (NewFromZooKeeper).
 //
 // A Client is not safe for concurrent use: use one per goroutine.
 package kestrelclient
@@ -26,6 +27,11 @@ type Config struct {
 	Timeout        time.Duration // each call, on top of a blocking get's own wait
 	RetryAfter     time.Duration // how long a server that failed is skipped
 	PollSlice      time.Duration // how long a get waits on one server before trying the next
+	SessionTimeout time.Duration // the ZooKeeper session's, with discovery
+
+	// Logf, if set, gets debug messages: discovery's membership changes, skipped members,
+	// ZooKeeper connection events.
+	Logf func(format string, args ...interface{})
 }
 
 // DefaultConfig is what New uses for zero fields.
@@ -34,6 +40,7 @@ var DefaultConfig = Config{
 	Timeout:        5 * time.Second,
 	RetryAfter:     time.Second,
 	PollSlice:      100 * time.Millisecond,
+	SessionTimeout: 10 * time.Second,
 }
 
 // ErrUnavailable is wrapped by every error that means no server could be reached.
@@ -64,9 +71,14 @@ func (s *server) close() {
 
 // Client talks to one or more servers ("host:port", Thrift port); it connects lazily.
 type Client struct {
-	servers []*server
-	config  Config
-	next    int
+	// Servers that take puts, and servers that take everything else: the same list if static.
+	writeServers, readServers []*server
+	nextWrite, nextRead       int
+	config                    Config
+	// With discovery: the membership the lists were built from, and every server in them.
+	discovery  *discovery
+	membership *membership
+	known      map[string]*server
 }
 
 // New returns a client of servers; zero fields of config take DefaultConfig's values.
@@ -74,6 +86,25 @@ func New(servers []string, config Config) (*Client, error) {
 	if len(servers) == 0 {
 		return nil, errors.New("no servers given")
 	}
+	c := &Client{config: withDefaults(config)}
+	for _, a := range servers {
+		c.writeServers = append(c.writeServers, &server{address: a})
+	}
+	c.readServers = c.writeServers
+	return c, nil
+}
+
+// servers returns the write or the read set, up to date.
+func (c *Client) servers(write bool) []*server {
+	c.refresh()
+	if write {
+		return c.writeServers
+	}
+	return c.readServers
+}
+
+// withDefaults gives zero fields of config DefaultConfig's values.
+func withDefaults(config Config) Config {
 	if config.ConnectTimeout == 0 {
 		config.ConnectTimeout = DefaultConfig.ConnectTimeout
 	}
@@ -86,11 +117,13 @@ func New(servers []string, config Config) (*Client, error) {
 	if config.PollSlice == 0 {
 		config.PollSlice = DefaultConfig.PollSlice
 	}
-	c := &Client{config: config}
-	for _, a := range servers {
-		c.servers = append(c.servers, &server{address: a})
+	if config.SessionTimeout == 0 {
+		config.SessionTimeout = DefaultConfig.SessionTimeout
 	}
-	return c, nil
+	if config.Logf == nil {
+		config.Logf = func(string, ...interface{}) {}
+	}
+	return config
 }
 
 // millis converts d for the wire, where milliseconds are an int32.
@@ -107,14 +140,22 @@ func millis(d time.Duration) int32 {
 
 // order lists the servers from the next one in turn: those up first, then those resting
 // after a failure, as a last resort or (skipResting) only when every server is resting.
-func (c *Client) order(skipResting bool) []*server {
-	n := len(c.servers)
-	start := c.next % n
-	c.next = (c.next + 1) % n
+func (c *Client) order(write, skipResting bool) []*server {
+	servers := c.servers(write)
+	n := len(servers)
+	if n == 0 {
+		return nil
+	}
+	next := &c.nextRead
+	if write {
+		next = &c.nextWrite
+	}
+	start := *next % n
+	*next = (start + 1) % n
 	now := time.Now()
 	var up, resting []*server
 	for k := 0; k < n; k++ {
-		s := c.servers[(start+k)%n]
+		s := servers[(start+k)%n]
 		if s.downUntil.After(now) {
 			resting = append(resting, s)
 		} else {
@@ -160,10 +201,10 @@ func (c *Client) call(s *server, wait time.Duration, run func(*kestrel.KestrelCl
 	}
 }
 
-// first runs call on the first server, in turn, that takes it.
-func (c *Client) first(run func(*kestrel.KestrelClient) error) error {
-	var last error
-	for _, s := range c.order(false) {
+// first runs call on the first server, in turn, of the write or the read set that takes it.
+func (c *Client) first(write bool, run func(*kestrel.KestrelClient) error) error {
+	last := c.noServer(write)
+	for _, s := range c.order(write, false) {
 		if last = c.call(s, 0, run); last == nil {
 			return nil
 		}
@@ -176,7 +217,7 @@ func (c *Client) first(run func(*kestrel.KestrelClient) error) error {
 func (c *Client) all(run func(*kestrel.KestrelClient) error) error {
 	var refused, down error
 	reached := false
-	for _, s := range c.servers {
+	for _, s := range c.servers(false) {
 		err := c.call(s, 0, run)
 		switch {
 		case err == nil:
@@ -190,8 +231,11 @@ func (c *Client) all(run func(*kestrel.KestrelClient) error) error {
 	if refused != nil {
 		return refused
 	}
-	if !reached {
+	if !reached && down != nil {
 		return down
+	}
+	if !reached {
+		return c.noServer(false)
 	}
 	return nil
 }
@@ -205,7 +249,7 @@ func (c *Client) poll(queue string, max int, timeout, autoAbort time.Duration) (
 	for {
 		reached := false
 		var refused, down error
-		for _, s := range c.order(true) {
+		for _, s := range c.order(false, true) { // each round sees membership changes
 			wait := time.Until(deadline)
 			if wait < 0 {
 				wait = 0
@@ -235,8 +279,11 @@ func (c *Client) poll(queue string, max int, timeout, autoAbort time.Duration) (
 		}
 		left := time.Until(deadline)
 		if left <= 0 {
-			if !reached {
+			if !reached && down != nil {
 				return nil, nil, down
+			}
+			if !reached {
+				return nil, nil, c.noServer(false)
 			}
 			return nil, nil, nil
 		}
@@ -252,7 +299,7 @@ func (c *Client) poll(queue string, max int, timeout, autoAbort time.Duration) (
 // Put puts items on one server and returns how many it accepted; expiry 0 means never.
 func (c *Client) Put(queue string, items [][]byte, expiry time.Duration) (int, error) {
 	var n int32
-	err := c.first(func(k *kestrel.KestrelClient) (err error) {
+	err := c.first(true, func(k *kestrel.KestrelClient) (err error) {
 		n, err = k.Put(context.Background(), queue, items, millis(expiry))
 		return err
 	})
@@ -361,7 +408,7 @@ func (c *Client) Delete(queue string) error {
 
 // Version is the version of the next reachable server in turn.
 func (c *Client) Version() (version string, err error) {
-	err = c.first(func(k *kestrel.KestrelClient) (err error) {
+	err = c.first(false, func(k *kestrel.KestrelClient) (err error) {
 		version, err = k.GetVersion(context.Background())
 		return err
 	})
@@ -370,7 +417,7 @@ func (c *Client) Version() (version string, err error) {
 
 // Status is the status of the next reachable server in turn.
 func (c *Client) Status() (status kestrel.Status, err error) {
-	err = c.first(func(k *kestrel.KestrelClient) (err error) {
+	err = c.first(false, func(k *kestrel.KestrelClient) (err error) {
 		status, err = k.CurrentStatus(context.Background())
 		return err
 	})
@@ -382,9 +429,15 @@ func (c *Client) SetStatus(status kestrel.Status) error {
 	return c.all(func(k *kestrel.KestrelClient) error { return k.SetStatus(context.Background(), status) })
 }
 
-// Close closes every connection.
+// Close closes every connection and, with discovery, ends the ZooKeeper session.
 func (c *Client) Close() {
-	for _, s := range c.servers {
+	for _, s := range c.writeServers {
 		s.close()
+	}
+	for _, s := range c.readServers {
+		s.close()
+	}
+	if c.discovery != nil {
+		c.discovery.close()
 	}
 }

@@ -25,6 +25,13 @@ type testServer struct {
 
 func startServer(t *testing.T, data string) *testServer {
 	t.Helper()
+	return startServerWith(t, data, nil)
+}
+
+// startServerWith starts a server with extra environment ("KEY=value"), e.g. the
+// KESTREL_ZOOKEEPER__* settings.
+func startServerWith(t *testing.T, data string, env []string) *testServer {
+	t.Helper()
 	bin := os.Getenv("KESTREL_BIN")
 	if bin == "" {
 		bin = "../../target/debug/kestrel"
@@ -36,6 +43,7 @@ func startServer(t *testing.T, data string) *testServer {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
+	cmd.Env = append(cmd.Env, env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

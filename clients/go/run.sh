@@ -21,7 +21,7 @@ case "${1:-}" in
     unformatted=$(gofmt -l "$root/clients/go")
     [ -z "$unformatted" ] || { echo "gofmt wants to change: $unformatted" >&2; exit 1; }
     go vet kestrel/clients/go kestrel/clients/go/examples/roundtrip
-    go test -count=1 kestrel/clients/go
+    go test -count=1 -v kestrel/clients/go # -v: shows each test and the discovery timing
     ;;
   example) go run kestrel/clients/go/examples/roundtrip "${2:-127.0.0.1:2229}" "${3:-5}" ;;
   *) echo "usage: $0 test | example HOST:PORT SECONDS" >&2; exit 2 ;;

