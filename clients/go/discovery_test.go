@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/samuel/go-zookeeper/zk"
 	"kestrel/gen/go/kestrel"
 )
 
@@ -81,73 +80,6 @@ func (z *testZooKeeper) kill() {
 	_ = z.cmd.Wait()
 }
 
-// DEV MODE until /tmp/kestrel-zk-server-ready: the test registers the servers itself.
-var selfRegistering = fileExists("/tmp/kestrel-zk-server-ready")
-
-func fileExists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
-}
-
-// registrar stands in for the servers' own registration while the server cannot do it yet.
-type registrar struct {
-	conn    *zk.Conn
-	prefix  string
-	members map[string][]string
-}
-
-func newRegistrar(t *testing.T, connect, prefix string) *registrar {
-	conn, _, err := zk.Connect([]string{connect}, 2*time.Second, zk.WithLogger(zkLogger(func(string, ...interface{}) {})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(conn.Close)
-	return &registrar{conn: conn, prefix: prefix, members: map[string][]string{}}
-}
-
-func (r *registrar) register(t *testing.T, address string) {
-	if selfRegistering {
-		return
-	}
-	host, port, _ := net.SplitHostPort(address)
-	data := fmt.Sprintf(`{"serviceEndpoint":{"host":%q,"port":%s},"additionalEndpoints":{"thrift":{"host":%q,"port":%s}},"status":"ALIVE"}`, host, port, host, port)
-	for _, set := range []string{"read", "write"} {
-		parent := ""
-		for _, part := range strings.Split(strings.TrimPrefix(r.prefix+"/"+set, "/"), "/") {
-			parent += "/" + part
-			if _, err := r.conn.Create(parent, nil, 0, zk.WorldACL(zk.PermAll)); err != nil && err != zk.ErrNodeExists {
-				t.Fatal(err)
-			}
-		}
-		p, err := r.conn.Create(parent+"/member_", []byte(data), zk.FlagEphemeral|zk.FlagSequence, zk.WorldACL(zk.PermAll))
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.members[address] = append(r.members[address], p)
-	}
-}
-
-// readOnly does what the server does on READ_ONLY: its write member goes.
-func (r *registrar) readOnly(t *testing.T, address string) {
-	for _, p := range r.members[address] {
-		if strings.Contains(p, "/write/") {
-			if err := r.conn.Delete(p, -1); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-}
-
-// gone does what a stopping server's session end does: its members go.
-func (r *registrar) gone(t *testing.T, address string) {
-	for _, p := range r.members[address] {
-		if err := r.conn.Delete(p, -1); err != nil {
-			t.Fatal(err)
-		}
-	}
-	delete(r.members, address)
-}
-
 // registering is the environment that makes a server register itself under prefix.
 func registering(z *testZooKeeper, prefix string) []string {
 	return []string{"KESTREL_ZOOKEEPER__HOSTS=" + z.connect, "KESTREL_ZOOKEEPER__PATH_PREFIX=" + prefix,
@@ -195,12 +127,10 @@ func contains(list []string, s string) bool {
 func TestZooKeeperAServerGoingReadOnlyLeavesTheWriteSet(t *testing.T) {
 	z := startZooKeeper(t)
 	prefix := fmt.Sprintf("/kestrel-go-%d/queues", time.Now().UnixNano())
-	reg := newRegistrar(t, z.connect, prefix)
 	var servers []*testServer
 	var all []string
 	for i := 0; i < 3; i++ {
 		s := startServerWith(t, t.TempDir(), registering(z, prefix))
-		reg.register(t, s.address)
 		servers = append(servers, s)
 		all = append(all, s.address)
 	}
@@ -240,9 +170,6 @@ func TestZooKeeperAServerGoingReadOnlyLeavesTheWriteSet(t *testing.T) {
 
 	if err := newClient(t, a).SetStatus(kestrel.Status_READ_ONLY); err != nil {
 		t.Fatal(err)
-	}
-	if !selfRegistering {
-		reg.readOnly(t, a.address)
 	}
 	took := waitUntil(t, 10*time.Second, "A leaves the write set", func() bool {
 		write, _ := c.Servers()
@@ -301,7 +228,6 @@ func TestZooKeeperAServerGoingReadOnlyLeavesTheWriteSet(t *testing.T) {
 func TestZooKeeperAnEmptyPrefixFillsWhenAServerRegisters(t *testing.T) {
 	z := startZooKeeper(t)
 	prefix := fmt.Sprintf("/kestrel-go-empty-%d", time.Now().UnixNano())
-	reg := newRegistrar(t, z.connect, prefix)
 	c := discoveringClient(t, z, prefix)
 	if write, read := c.Servers(); len(write) != 0 || len(read) != 0 {
 		t.Fatalf("servers before any registered: %v %v", write, read)
@@ -311,7 +237,6 @@ func TestZooKeeperAnEmptyPrefixFillsWhenAServerRegisters(t *testing.T) {
 		t.Fatalf("put with no server: %v", err)
 	}
 	s := startServerWith(t, t.TempDir(), registering(z, prefix))
-	reg.register(t, s.address)
 	waitUntil(t, 10*time.Second, "the server appears", func() bool {
 		write, _ := c.Servers()
 		return sameList(write, []string{s.address})
@@ -323,9 +248,6 @@ func TestZooKeeperAnEmptyPrefixFillsWhenAServerRegisters(t *testing.T) {
 		t.Fatalf("get: %q, %v", got, err)
 	}
 	s.stop()
-	if !selfRegistering {
-		reg.gone(t, s.address)
-	}
 	// A clean stop withdraws the members (at the latest when the 2 s session expires).
 	waitUntil(t, 10*time.Second, "the stopped server leaves both sets", func() bool {
 		write, read := c.Servers()

@@ -1,24 +1,15 @@
 package net.lag.kestrel.client;
 
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
-import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeSet;
-import java.util.concurrent.CountDownLatch;
-import java.util.concurrent.TimeUnit;
 
 import net.lag.kestrel.client.KestrelClientTest.Server;
 import net.lag.kestrel.client.KestrelClientTest.ZooKeeperServer;
 import net.lag.kestrel.thrift.Status;
-import org.apache.zookeeper.CreateMode;
-import org.apache.zookeeper.KeeperException;
-import org.apache.zookeeper.Watcher;
-import org.apache.zookeeper.ZooDefs;
-import org.apache.zookeeper.ZooKeeper;
 
 /**
  * Discovery through ZooKeeper against a real ZooKeeper (tests/zookeeper/serve) and real
@@ -26,79 +17,6 @@ import org.apache.zookeeper.ZooKeeper;
  */
 final class ZooKeeperDiscoveryTest {
   private ZooKeeperDiscoveryTest() {
-  }
-
-  /** DEV MODE until /tmp/kestrel-zk-server-ready: the test registers the servers itself. */
-  static final boolean SELF_REGISTERING = Files.exists(Path.of("/tmp/kestrel-zk-server-ready"));
-
-  /** Stands in for the servers' own registration while the server cannot do it yet. */
-  static final class Registrar implements AutoCloseable {
-    final ZooKeeper zk;
-    final String prefix;
-    final Map<String, List<String>> members = new HashMap<>();
-
-    Registrar(String connect, String prefix) throws Exception {
-      CountDownLatch connected = new CountDownLatch(1);
-      zk = new ZooKeeper(connect, 2000, e -> {
-        if (e.getState() == Watcher.Event.KeeperState.SyncConnected) {
-          connected.countDown();
-        }
-      });
-      connected.await(10, TimeUnit.SECONDS);
-      this.prefix = prefix;
-    }
-
-    void register(String address, boolean write) throws Exception {
-      if (SELF_REGISTERING) {
-        return;
-      }
-      int at = address.lastIndexOf(':');
-      String data = "{\"serviceEndpoint\":{\"host\":\"" + address.substring(0, at) + "\",\"port\":"
-          + address.substring(at + 1) + "},\"additionalEndpoints\":{\"thrift\":{\"host\":\""
-          + address.substring(0, at) + "\",\"port\":" + address.substring(at + 1) + "}},\"status\":\"ALIVE\"}";
-      List<String> paths = new ArrayList<>();
-      for (String set : write ? List.of("read", "write") : List.of("read")) {
-        String parent = "";
-        for (String part : (prefix + "/" + set).substring(1).split("/")) {
-          parent += "/" + part;
-          try {
-            zk.create(parent, new byte[0], ZooDefs.Ids.OPEN_ACL_UNSAFE, CreateMode.PERSISTENT);
-          } catch (KeeperException.NodeExistsException e) {
-            // there already
-          }
-        }
-        paths.add(zk.create(parent + "/member_", data.getBytes(StandardCharsets.UTF_8),
-            ZooDefs.Ids.OPEN_ACL_UNSAFE, CreateMode.EPHEMERAL_SEQUENTIAL));
-      }
-      members.put(address, paths);
-    }
-
-    /** What the server does on READ_ONLY: its write member goes. */
-    void readOnly(String address) throws Exception {
-      if (SELF_REGISTERING) {
-        return;
-      }
-      for (String p : members.get(address)) {
-        if (p.contains("/write/")) {
-          zk.delete(p, -1);
-        }
-      }
-    }
-
-    /** What a stopping server's session end does: its members go. */
-    void gone(String address) throws Exception {
-      if (SELF_REGISTERING) {
-        return;
-      }
-      for (String p : members.remove(address)) {
-        zk.delete(p, -1);
-      }
-    }
-
-    @Override
-    public void close() throws Exception {
-      zk.close();
-    }
   }
 
   private static void check(boolean ok, String what) {
@@ -142,15 +60,11 @@ final class ZooKeeperDiscoveryTest {
     String prefix = "/kestrel-java-" + System.nanoTime() + "/queues";
     String q = "zk";
     try (ZooKeeperServer zk = new ZooKeeperServer();
-        Registrar registrar = new Registrar(zk.connect, prefix);
         Server a = new Server(Files.createTempDirectory("kestrel-java"), registering(zk, prefix));
         Server b = new Server(Files.createTempDirectory("kestrel-java"), registering(zk, prefix));
         Server c = new Server(Files.createTempDirectory("kestrel-java"), registering(zk, prefix));
         KestrelClient client = new KestrelClient(zk.connect, prefix, config());
         KestrelClient onlyA = new KestrelClient(List.of(a.address), config())) {
-      for (Server s : List.of(a, b, c)) {
-        registrar.register(s.address, true);
-      }
       List<String> all = new ArrayList<>(new TreeSet<>(List.of(a.address, b.address, c.address)));
       waitUntil(() -> client.writeServers().equals(all) && client.readServers().equals(all), 20_000,
           "the client sees all three servers: " + client.writeServers() + " " + client.readServers());
@@ -170,7 +84,6 @@ final class ZooKeeperDiscoveryTest {
       check(before.values().stream().allMatch(n -> n > 0), "puts spread over all three: " + before);
 
       onlyA.setStatus(Status.READ_ONLY);
-      registrar.readOnly(a.address);
       long took = waitUntil(() -> !client.writeServers().contains(a.address), 10_000,
           "A leaves the write set");
       System.out.println("       the client saw the READ_ONLY change after " + took + " ms");
@@ -209,7 +122,6 @@ final class ZooKeeperDiscoveryTest {
   static void anEmptyPrefixFillsWhenAServerRegisters() throws Exception {
     String prefix = "/kestrel-java-empty-" + System.nanoTime();
     try (ZooKeeperServer zk = new ZooKeeperServer();
-        Registrar registrar = new Registrar(zk.connect, prefix);
         KestrelClient client = new KestrelClient(zk.connect, prefix, config())) {
       check(client.writeServers().isEmpty() && client.readServers().isEmpty(), "nothing yet");
       try {
@@ -219,11 +131,9 @@ final class ZooKeeperDiscoveryTest {
         check(expected.getMessage().contains(prefix + "/write"), "says where: " + expected.getMessage());
       }
       try (Server s = new Server(Files.createTempDirectory("kestrel-java"), registering(zk, prefix))) {
-        registrar.register(s.address, true);
         waitUntil(() -> client.writeServers().equals(List.of(s.address)), 10_000, "the server appears");
         check(client.put("e", List.of("x".getBytes()), 0) == 1, "a put once it is there");
         check(new String(client.get("e", 1, 1000).get(0)).equals("x"), "and a get");
-        registrar.gone(s.address);
       }
       // A clean stop withdraws the members (at the latest when the 2 s session expires).
       waitUntil(() -> client.readServers().isEmpty() && client.writeServers().isEmpty(), 10_000,
