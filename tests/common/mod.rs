@@ -16,6 +16,8 @@
 #[rustfmt::skip]
 pub mod kestrel_gen;
 
+pub mod zookeeper;
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
