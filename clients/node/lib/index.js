@@ -12,6 +12,10 @@
  * - reliable reads: consume runs a handler on items opened with an auto-abort
  *   deadline, confirms what it handled and aborts what it failed on.
  *
+ * The servers are a fixed list, or those announced in ZooKeeper
+ * (Client.fromZooKeeper, see discovery.js): puts then go to the write set,
+ * everything else to the read set, and both follow the announcements.
+ *
  *   const client = new Client(['127.0.0.1:2229']);
  *   await client.put('jobs', [Buffer.from('hello')]);
  *   await client.consume('jobs', async (item) => console.log(item), { timeoutMs: 1000 });
@@ -19,6 +23,7 @@
  */
 const thrift = require('thrift');
 const { Kestrel, types } = require('./gen');
+const { Discovery } = require('./discovery');
 
 /** Milliseconds on the wire are an i32; timers take no more either. */
 const MAX_MS = 2 ** 31 - 1;
@@ -31,6 +36,10 @@ class Unavailable extends Error {}
 /** A server refused the call (bad queue name, read-only server, ...). */
 class Refused extends Error {}
 
+/** Builds a client whose servers come later (from ZooKeeper). */
+const DISCOVERED = Symbol('discovered');
+const noServer = () => new Unavailable('no server available');
+
 class Server {
   constructor(address) {
     const at = address.lastIndexOf(':');
@@ -41,6 +50,9 @@ class Server {
     this.stub = null;
     this.pending = new Set();
     this.downUntil = 0;
+    // Set once the server has left both discovered sets: its connection is
+    // closed as soon as no call is using it.
+    this.retired = false;
   }
 
   drop(reason) {
@@ -63,9 +75,19 @@ class Client {
    * @param {object} [options] connectTimeout, timeout, retryAfter, pollSlice (ms).
    */
   constructor(servers, options = {}) {
-    this.servers = [].concat(servers).map((s) => new Server(s));
-    if (this.servers.length === 0) throw new Error('no servers given');
-    this.next = 0;
+    // Puts go to `writers`, every other call to `readers`; with a fixed list
+    // both are that list. `pool` holds the discovered servers by address, so
+    // a server in both sets, or still present after a change, keeps its
+    // connection and down-mark.
+    this.writers = servers === DISCOVERED ? [] : [].concat(servers).map((s) => new Server(s));
+    if (servers !== DISCOVERED && this.writers.length === 0) throw new Error('no servers given');
+    this.readers = this.writers;
+    this.pool = new Map();
+    this.discovery = null;
+    // Separate turns for puts and gets: sets differ in size, and sharing one
+    // turn would let alternating puts and gets always start on the same
+    // servers.
+    this.turn = { put: 0, get: 0 };
     this.connectTimeout = options.connectTimeout ?? 1000;
     this.timeout = options.timeout ?? 5000;
     this.retryAfter = options.retryAfter ?? 1000;
@@ -73,15 +95,81 @@ class Client {
   }
 
   /**
-   * Servers from the next one in turn: those up first, then those resting
-   * after a failure, as a last resort or (skipResting) only when every server
-   * is resting.
+   * A client following the servers announced in ZooKeeper under `prefix`
+   * (`<prefix>/write` for puts, `<prefix>/read` for the rest). It starts
+   * with no server; calls made before ZooKeeper has answered wait for it
+   * (see ready()), and members() shows what it found.
+   *
+   * @param {string} connectString ZooKeeper's "host:port[,host:port…]".
+   * @param {string} prefix the servers' path prefix (their default is "/kestrel").
+   * @param {object} [options] as for the constructor, and zkSessionTimeout (ms).
    */
-  order(skipResting = false) {
-    const n = this.servers.length;
-    const start = this.next % n;
-    this.next = (this.next + 1) % n;
-    const ring = this.servers.map((_, k) => this.servers[(start + k) % n]);
+  static fromZooKeeper(connectString, prefix = '/kestrel', options = {}) {
+    const client = new Client(DISCOVERED, options);
+    client.discovery = new Discovery(connectString, prefix, ({ write, read }) => client.setMembers(write, read),
+      { sessionTimeout: options.zkSessionTimeout ?? 10000 });
+    return client;
+  }
+
+  /**
+   * Waits (at most `timeout` ms) until a discovering client has read its sets
+   * once, so that calls made right after fromZooKeeper find the servers.
+   */
+  async ready() {
+    if (!this.discovery || this.discovery.isLoaded) return;
+    let timer;
+    const waited = new Promise((resolve) => { timer = setTimeout(resolve, clampMs(this.timeout)); });
+    try {
+      await Promise.race([this.discovery.loaded, waited]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** The servers in use now: {write, read}, lists of "host:port". */
+  members() {
+    return { write: this.writers.map((s) => s.address), read: this.readers.map((s) => s.address) };
+  }
+
+  /** Replaces the discovered sets; servers that left are retired. */
+  setMembers(write, read) {
+    const pool = new Map();
+    const take = (address) => {
+      const server = pool.get(address) || this.pool.get(address) || new Server(address);
+      pool.set(address, server);
+      return server;
+    };
+    this.writers = write.map(take);
+    this.readers = read.map(take);
+    for (const [address, server] of this.pool) {
+      if (pool.has(address)) continue;
+      server.retired = true;
+      this.release(server);
+    }
+    this.pool = pool;
+  }
+
+  /**
+   * Closes a retired server's connection once no call is using it. A call in
+   * flight (a get whose items are on their way, say) is left to finish; a
+   * consume still settles on the server its items came from, reconnecting
+   * if need be, and the connection is closed again afterwards.
+   */
+  release(server) {
+    if (server.retired && server.pending.size === 0) server.drop(new Error('server left'));
+  }
+
+  /**
+   * `set`'s servers from the next one in turn (`role` names the turn): those
+   * up first, then those resting after a failure, as a last resort or
+   * (skipResting) only when every server is resting.
+   */
+  order(set, role, skipResting = false) {
+    const n = set.length;
+    if (n === 0) return [];
+    const start = this.turn[role] % n;
+    this.turn[role] = (start + 1) % n;
+    const ring = set.map((_, k) => set[(start + k) % n]);
     const t = now();
     const up = ring.filter((s) => s.downUntil <= t);
     if (skipResting && up.length > 0) return up;
@@ -140,6 +228,7 @@ class Client {
         call(stub, (err, result) => {
           clearTimeout(timer);
           server.pending.delete(fail);
+          this.release(server);
           if (err instanceof thrift.Thrift.TApplicationException) reject(new Refused(`${server.address}: ${err.message}`));
           else if (err) fail(err);
           else resolve(result);
@@ -156,9 +245,11 @@ class Client {
     });
   }
 
-  async first(call, servers = this.order()) {
-    let last = new Unavailable('no server tried');
+  async first(call, servers) {
+    let last = noServer();
     for (const server of servers) {
+      // Left the set since the round began.
+      if (server.retired) continue;
       try {
         return await this.call(server, call);
       } catch (err) {
@@ -169,15 +260,18 @@ class Client {
   }
 
   /**
-   * Runs `call` on every server. Servers that cannot be reached are passed
-   * over unless none can; a refusal from any server is thrown after every
-   * server has had the call.
+   * Runs `call` on every server of the read set (the whole list when it is
+   * fixed; discovered servers announce reads whenever they take writes).
+   * Servers that cannot be reached are passed over unless none can; a
+   * refusal from any server is thrown after every server has had the call.
    */
   async all(call) {
+    await this.ready();
     const results = [];
     let refused = null;
-    let down = null;
-    for (const server of this.servers) {
+    let down = noServer();
+    for (const server of this.readers) {
+      if (server.retired) continue;
       try {
         results.push(await this.call(server, call));
       } catch (err) {
@@ -198,12 +292,16 @@ class Client {
    * otherwise the round is tried again until the deadline.
    */
   async poll(queue, maxItems, timeoutMs, autoAbortMs) {
+    await this.ready();
     const deadline = now() + clampMs(timeoutMs);
     for (;;) {
       let reached = false;
       let refused = null;
-      let down = null;
-      for (const server of this.order(true)) {
+      let down = noServer();
+      // The set is taken afresh each round, so a wait on an empty set ends
+      // early once servers are announced.
+      for (const server of this.order(this.readers, 'get', true)) {
+        if (server.retired) continue;
         const wait = Math.floor(Math.max(0, Math.min(deadline - now(), this.pollSlice)));
         try {
           const items = await this.call(server, (k, cb) => k.get(queue, maxItems, wait, autoAbortMs, cb), wait);
@@ -239,8 +337,9 @@ class Client {
   }
 
   /** Puts `items` (Buffers) on one server; resolves to how many it accepted. */
-  put(queue, items, expiryMs = 0) {
-    return this.first((k, cb) => k.put(queue, items, clampMs(expiryMs), cb));
+  async put(queue, items, expiryMs = 0) {
+    await this.ready();
+    return this.first((k, cb) => k.put(queue, items, clampMs(expiryMs), cb), this.order(this.writers, 'put'));
   }
 
   /** Up to `maxItems` items, polling the servers for up to `timeoutMs`. */
@@ -321,13 +420,15 @@ class Client {
   }
 
   /** The version of the next reachable server in turn. */
-  version() {
-    return this.first((k, cb) => k.get_version(cb));
+  async version() {
+    await this.ready();
+    return this.first((k, cb) => k.get_version(cb), this.order(this.readers, 'get'));
   }
 
   /** The status of the next reachable server in turn. */
-  status() {
-    return this.first((k, cb) => k.current_status(cb));
+  async status() {
+    await this.ready();
+    return this.first((k, cb) => k.current_status(cb), this.order(this.readers, 'get'));
   }
 
   /** Sets the status (types.Status.UP, READ_ONLY, QUIESCENT) of every server. */
@@ -335,8 +436,10 @@ class Client {
     await this.all((k, cb) => k.set_status(status, cb));
   }
 
+  /** Closes every connection, and the ZooKeeper session if there is one. */
   close() {
-    for (const server of this.servers) server.drop(new Error('client closed'));
+    if (this.discovery) this.discovery.close();
+    for (const server of new Set([...this.writers, ...this.readers])) server.drop(new Error('client closed'));
   }
 }
 

@@ -6,8 +6,10 @@ const readline = require('readline');
 
 const BINARY = process.env.KESTREL_BIN || path.join(__dirname, '..', '..', '..', 'target', 'debug', 'kestrel');
 
-function start(dataDir) {
+/** `settings`: extra KESTREL_* environment, e.g. the [zookeeper] section. */
+function start(dataDir, settings = {}) {
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('KESTREL_')));
+  Object.assign(env, settings);
   const proc = spawn(BINARY, ['--listen', '127.0.0.1', '--thrift-port', '0', '--memcache-port', 'off',
     '--text-port', 'off', '--admin-port', 'off', '--data-dir', dataDir], { env, stdio: ['ignore', 'ignore', 'pipe'] });
   return new Promise((resolve, reject) => {
