@@ -12,6 +12,10 @@
 //! - **Reliable reads.** [`Client::consume`] runs a handler on items opened
 //!   with an auto-abort deadline, confirms what it handled and aborts (puts
 //!   back) what it failed on.
+//! - **Discovery.** [`Client::from_zookeeper`] finds the servers in
+//!   ZooKeeper server sets instead of a fixed list: puts go to the `write`
+//!   set, gets to the `read` set, and both follow the servers' membership
+//!   as it changes (the `zookeeper` feature, on by default).
 //!
 //! ```no_run
 //! let mut client = kestrel_client::Client::new(["127.0.0.1:2229"], Default::default()).unwrap();
@@ -23,6 +27,9 @@
 #[allow(clippy::all, clippy::pedantic, dead_code, missing_docs)]
 #[rustfmt::skip]
 mod generated;
+
+#[cfg(feature = "zookeeper")]
+mod discovery;
 
 use std::collections::BTreeSet;
 use std::io;
@@ -37,6 +44,15 @@ use thrift::transport::{
 pub use generated::{Item, QueueInfo, Status};
 use generated::{KestrelSyncClient, TKestrelSyncClient};
 
+/// The servers a client uses, as `host:port` (Thrift endpoints).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Servers {
+    /// Where puts go.
+    pub write: Vec<String>,
+    /// What gets poll.
+    pub read: Vec<String>,
+}
+
 /// Timeouts and retry behaviour.
 #[derive(Debug, Clone, Copy)]
 pub struct Config {
@@ -48,6 +64,8 @@ pub struct Config {
     pub retry_after: Duration,
     /// How long one server is waited on, in turn, while a get polls them all.
     pub poll_slice: Duration,
+    /// The ZooKeeper session timeout of [`Client::from_zookeeper`].
+    pub zookeeper_session_timeout: Duration,
 }
 
 impl Default for Config {
@@ -57,6 +75,7 @@ impl Default for Config {
             timeout: Duration::from_secs(5),
             retry_after: Duration::from_secs(1),
             poll_slice: Duration::from_millis(100),
+            zookeeper_session_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -97,9 +116,24 @@ struct Server {
 
 /// A client of one or more servers.
 pub struct Client {
+    /// Every server known: with discovery, the members of either set.
     servers: Vec<Server>,
+    /// The servers puts go to, and those gets poll (indexes into `servers`).
+    write: Vec<usize>,
+    read: Vec<usize>,
     next: usize,
     config: Config,
+    /// The server sets followed, and the generation of their membership
+    /// that `servers` reflects.
+    #[cfg(feature = "zookeeper")]
+    discovery: Option<(std::sync::Arc<discovery::Membership>, u64)>,
+}
+
+/// Which servers a call may go to.
+#[derive(Clone, Copy)]
+enum Role {
+    Write,
+    Read,
 }
 
 /// Why one call to one server failed.
@@ -119,32 +153,112 @@ impl Client {
     ) -> Result<Client, Error> {
         let list: Vec<Server> = servers
             .into_iter()
-            .map(|s| Server {
-                address: s.to_string(),
-                conn: None,
-                down_until: None,
-            })
+            .map(|s| Server::new(s.to_string()))
             .collect();
         if list.is_empty() {
             return Err(Error::Unavailable("no servers given".into()));
         }
+        let all: Vec<usize> = (0..list.len()).collect();
         Ok(Client {
             servers: list,
+            write: all.clone(),
+            read: all,
             next: 0,
             config,
+            #[cfg(feature = "zookeeper")]
+            discovery: None,
         })
+    }
+
+    /// A client of the servers registered in the ZooKeeper server sets under
+    /// `prefix` (`<prefix>/write` for puts, `<prefix>/read` for gets) on the
+    /// ensemble `hosts` (`host:port[,host:port…]`). Membership changes take
+    /// effect at the next call; if ZooKeeper goes away, the last membership
+    /// seen stays in force. Fails if no membership can be read within
+    /// [`Config::timeout`]. An empty set is not an error: calls find no
+    /// server until one joins.
+    #[cfg(feature = "zookeeper")]
+    pub fn from_zookeeper(hosts: &str, prefix: &str, config: Config) -> Result<Client, Error> {
+        let membership = discovery::watch(
+            hosts,
+            prefix,
+            config.zookeeper_session_timeout,
+            config.timeout,
+        )
+        .map_err(Error::Unavailable)?;
+        let mut client = Client {
+            servers: Vec::new(),
+            write: Vec::new(),
+            read: Vec::new(),
+            next: 0,
+            config,
+            discovery: Some((membership, 0)),
+        };
+        client.refresh();
+        Ok(client)
+    }
+
+    /// The servers puts go to and those gets poll, as `host:port`: the
+    /// servers given, or the current members of the server sets.
+    pub fn servers(&mut self) -> Servers {
+        self.refresh();
+        let names = |set: &[usize]| {
+            set.iter()
+                .map(|&i| self.servers[i].address.clone())
+                .collect()
+        };
+        Servers {
+            write: names(&self.write),
+            read: names(&self.read),
+        }
+    }
+
+    /// Takes up a new server-set membership, if there is one: servers still
+    /// members keep their connections; those that left are dropped.
+    fn refresh(&mut self) {
+        #[cfg(feature = "zookeeper")]
+        {
+            let Some((membership, seen)) = &mut self.discovery else {
+                return;
+            };
+            let Some((generation, members)) = membership.changed_since(*seen) else {
+                return;
+            };
+            *seen = generation;
+            let mut old = std::mem::take(&mut self.servers);
+            let mut index = |address: &String| {
+                if let Some(i) = self.servers.iter().position(|s| &s.address == address) {
+                    return i;
+                }
+                let server = match old.iter().position(|s| &s.address == address) {
+                    Some(i) => old.swap_remove(i),
+                    None => Server::new(address.clone()),
+                };
+                self.servers.push(server);
+                self.servers.len() - 1
+            };
+            self.write = members.write.iter().map(&mut index).collect();
+            self.read = members.read.iter().map(&mut index).collect();
+        }
     }
 
     /// Server indexes starting at the next one in turn: those up first, then
     /// those resting after a failure, as a last resort (`Resting::Last`) or
     /// only when every server is resting (`Resting::Skip`).
-    fn order(&mut self, resting: Resting) -> Vec<usize> {
-        let n = self.servers.len();
+    fn order(&mut self, role: Role, resting: Resting) -> Vec<usize> {
+        let set = match role {
+            Role::Write => &self.write,
+            Role::Read => &self.read,
+        };
+        let n = set.len();
+        if n == 0 {
+            return Vec::new();
+        }
         let start = self.next % n;
-        self.next = (self.next + 1) % n;
+        self.next = self.next.wrapping_add(1);
         let now = Instant::now();
         let (mut up, mut down): (Vec<usize>, Vec<usize>) = (0..n)
-            .map(|k| (start + k) % n)
+            .map(|k| set[(start + k) % n])
             .partition(|&i| self.servers[i].down_until.is_none_or(|t| t <= now));
         if up.is_empty() || resting == Resting::Last {
             up.append(&mut down);
@@ -196,8 +310,9 @@ impl Client {
         expiry: Option<Duration>,
     ) -> Result<i32, Error> {
         let expiry = expiry.map_or(0, millis);
-        let mut last = Error::Unavailable("no server tried".into());
-        for i in self.order(Resting::Last) {
+        self.refresh();
+        let mut last = Error::Unavailable("no server takes writes".into());
+        for i in self.order(Role::Write, Resting::Last) {
             match self.on(i, Duration::ZERO, |c| {
                 c.put(queue.into(), items.to_vec(), expiry)
             }) {
@@ -298,8 +413,9 @@ impl Client {
         let now = Instant::now();
         let deadline = now.checked_add(timeout).unwrap_or(now + MAX_WAIT);
         loop {
+            self.refresh();
             let (mut reached, mut refused, mut down) = (false, None, None);
-            for i in self.order(Resting::Skip) {
+            for i in self.order(Role::Read, Resting::Skip) {
                 let left = deadline.saturating_duration_since(Instant::now());
                 let wait = left.min(self.config.poll_slice);
                 match self.on(i, wait, |c| {
@@ -348,6 +464,7 @@ impl Client {
         &mut self,
         call: impl Fn(&mut Conn) -> thrift::Result<T>,
     ) -> Result<Vec<T>, Error> {
+        self.refresh();
         let mut results = Vec::new();
         let (mut refused, mut down) = (None, None);
         for i in 0..self.servers.len() {
@@ -360,6 +477,9 @@ impl Client {
         match (refused, down) {
             (Some(e), _) => Err(e),
             (None, Some(e)) if results.is_empty() => Err(e),
+            (None, None) if self.servers.is_empty() => {
+                Err(Error::Unavailable("no server known".into()))
+            }
             _ => Ok(results),
         }
     }
@@ -411,14 +531,35 @@ impl Client {
     }
 
     fn first<T>(&mut self, call: impl Fn(&mut Conn) -> thrift::Result<T>) -> Result<T, Error> {
-        let mut last = Error::Unavailable("no server tried".into());
-        for i in self.order(Resting::Last) {
+        self.refresh();
+        let mut last = Error::Unavailable("no server serves reads".into());
+        for i in self.order(Role::Read, Resting::Last) {
             match self.on(i, Duration::ZERO, &call) {
                 Ok(v) => return Ok(v),
                 Err(f) => last = self.error(i, f),
             }
         }
         Err(last)
+    }
+}
+
+impl Server {
+    fn new(address: String) -> Server {
+        Server {
+            address,
+            conn: None,
+            down_until: None,
+        }
+    }
+}
+
+#[cfg(feature = "zookeeper")]
+impl Drop for Client {
+    /// Ends the server-set watch and its ZooKeeper session.
+    fn drop(&mut self) {
+        if let Some((membership, _)) = &self.discovery {
+            membership.stop();
+        }
     }
 }
 
