@@ -485,7 +485,10 @@ mod tests {
         assert_eq!(z.hosts, "127.0.0.1:2181,127.0.0.2:2181");
         assert_eq!(z.path_prefix, "/prod/queues", "a trailing slash is dropped");
         assert_eq!(z.session_timeout, Duration::from_secs(10));
-        assert_eq!((z.acl, z.credentials, z.advertise), (ZooKeeperAcl::Open, None, None));
+        assert_eq!(
+            (z.acl, z.credentials, z.advertise),
+            (ZooKeeperAcl::Open, None, None)
+        );
         let (_d, path) = file(
             "[zookeeper]\nhosts = \"zk:2181\"\nsession_timeout = \"4s\"\n\
              credentials = \"kestrel:pw\"\nacl = \"creator_all\"\nadvertise = \"q1.example\"\n",
