@@ -202,3 +202,47 @@ fn zookeeper_away_at_start_or_mid_run_never_stops_serving() {
     sets.wait_for(&[port], &[port]);
     assert_eq!(sets.members("write").len(), 1);
 }
+
+#[test]
+fn with_credentials_and_creator_all_only_the_server_may_change_its_members() {
+    let zookeeper = ZooKeeper::start();
+    let sets = Sets::new(&zookeeper, "/secured");
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(
+        dir.path(),
+        &zookeeper.hosts(),
+        "/secured",
+        &[
+            ("KESTREL_ZOOKEEPER__CREDENTIALS", "kestrel:s3cret"),
+            ("KESTREL_ZOOKEEPER__ACL", "creator_all"),
+        ],
+    );
+    let port = s.thrift.port();
+    sets.wait_for(&[port], &[port]);
+    sets.runtime.block_on(async {
+        let dir = "/secured/write";
+        let member = format!("{dir}/{}", sets.client.list_children(dir).await.unwrap()[0]);
+        let (acl, _) = sets.client.get_acl(&member).await.unwrap();
+        let mut acl: Vec<_> = acl
+            .iter()
+            .map(|a| {
+                (
+                    a.scheme().to_string(),
+                    a.permission() == zk::Permission::ALL,
+                )
+            })
+            .collect();
+        acl.sort();
+        assert_eq!(acl, [("digest".into(), true), ("world".into(), false)]);
+        // Anyone may read it, nobody else may remove it.
+        assert!(sets.client.get_data(&member).await.is_ok());
+        assert_eq!(
+            sets.client.delete(&member, None).await,
+            Err(zk::Error::NoAuth)
+        );
+    });
+    assert!(
+        !s.log().iter().any(|l| l.contains("s3cret")),
+        "the password is never logged"
+    );
+}
