@@ -9,14 +9,19 @@ speak the protocol; this module adds what an application needs around them:
 - reconnects: a broken connection is dropped and the server left alone for
   ``retry_after`` seconds before it is tried again;
 - reliable reads: ``consume`` runs a handler on items opened with an
-  auto-abort deadline, confirms what it handled and aborts what it failed on.
+  auto-abort deadline, confirms what it handled and aborts what it failed on;
+- discovery: ``Client.from_zookeeper`` takes the servers from ZooKeeper
+  instead of a fixed list, and follows them as they come, go and change
+  status (needs the ``zookeeper`` extra, i.e. kazoo).
 
     client = Client(["127.0.0.1:2229"])
     client.put("jobs", [b"hello"])
     client.consume("jobs", print, timeout=1.0)
 """
 
+import collections
 import socket
+import threading
 import time
 
 from thrift.protocol import TBinaryProtocol
@@ -26,10 +31,12 @@ from thrift.transport import TSocket, TTransport
 from .gen import Kestrel
 from .gen.ttypes import QueueInfo, Status
 
-__all__ = ["Client", "QueueInfo", "Status", "Unavailable", "Refused"]
+__all__ = ["Client", "QueueInfo", "Servers", "Status", "Unavailable", "Refused"]
 
 # Milliseconds on the wire are an i32.
 _MAX_MS = 2**31 - 1
+
+_DISCOVERED = object()
 
 
 class Unavailable(Exception):
@@ -38,6 +45,10 @@ class Unavailable(Exception):
 
 class Refused(Exception):
     """A server refused the call (bad queue name, read-only server, ...)."""
+
+
+Servers = collections.namedtuple("Servers", "write read")
+Servers.__doc__ = """The servers a client uses now: ``write`` takes puts, ``read`` the rest."""
 
 
 class _Server:
@@ -59,27 +70,89 @@ class _Server:
 
 
 class Client:
-    """A client of one or more servers (``"host:port"`` strings, Thrift port)."""
+    """A client of one or more servers (``"host:port"`` strings, Thrift port).
+
+    A client is for one thread at a time (only the ZooKeeper watches of
+    ``from_zookeeper`` run on threads of their own)."""
 
     def __init__(self, servers, connect_timeout=1.0, timeout=5.0, retry_after=1.0, poll_slice=0.1):
         if isinstance(servers, str):
             servers = [servers]
-        self._servers = [_Server(s) for s in servers]
-        if not self._servers:
+        if servers is _DISCOVERED:
+            servers = []  # from_zookeeper: the watches fill the lists in
+        elif not servers:
             raise ValueError("no servers given")
+        # Puts go to the write servers, everything else to the read servers;
+        # with a fixed list both are that list.
+        self._write = self._read = [_Server(s) for s in servers]
+        self._lock = threading.Lock()
+        self._left = []  # servers that left the lists, to close on our thread
+        self._discovery = None
         self._next = 0
         self.connect_timeout, self.timeout = connect_timeout, timeout
         self.retry_after, self.poll_slice = retry_after, poll_slice
 
+    @classmethod
+    def from_zookeeper(cls, hosts, prefix="/kestrel", zk_timeout=10.0, **options):
+        """A client of the servers registered in ZooKeeper (``hosts``, a
+        connect string like ``"127.0.0.1:2181"``) under ``prefix``: puts go to
+        the members of ``<prefix>/write``, everything else to those of
+        ``<prefix>/read``. Membership changes take effect at once; servers
+        still present keep their connections and down-marks. If ZooKeeper
+        becomes unreachable the client goes on with the last members it saw.
+        With no member in a set, calls raise ``Unavailable`` (a get after
+        waiting its timeout, in case one appears).
+
+        ``zk_timeout`` (seconds) is the ZooKeeper session timeout and how long
+        to wait for the first connection; ``options`` are ``Client``'s.
+        Needs kazoo (``pip install 'kestrel-client[zookeeper]'``)."""
+        from .discovery import Discovery
+
+        client = cls(_DISCOVERED, **options)
+        client._discovery = Discovery(hosts, prefix, client._set_servers,
+                                      session_timeout=zk_timeout, start_timeout=zk_timeout)
+        return client
+
+    def servers(self):
+        """The current write and read servers (``host:port`` lists)."""
+        with self._lock:
+            return Servers([s.address for s in self._write], [s.address for s in self._read])
+
+    def _set_servers(self, write, read):
+        """New lists from ZooKeeper (called on kazoo's thread). Servers still
+        present keep their state; the connections of those that left are
+        closed by the next call on the client's own thread, so a call in
+        flight is not cut off. A consume settles on the server object it
+        holds, so it still confirms on a server that has left."""
+        with self._lock:
+            known = {s.address: s for s in self._write + self._read}
+            self._left += [s for a, s in known.items() if a not in write and a not in read]
+            for address in write + read:
+                if address not in known:
+                    known[address] = _Server(address)
+            self._write = [known[a] for a in write]
+            self._read = [known[a] for a in read]
+
     # -- plumbing ---------------------------------------------------------
 
-    def _order(self, skip_resting=False):
-        """Servers from the next one in turn: those up first, then those
+    def _members(self, write=False):
+        """The write or read servers now (closing those that left)."""
+        with self._lock:
+            left, self._left = self._left, []
+            servers = self._write if write else self._read
+        for server in left:
+            server.close()
+        return servers
+
+    def _order(self, servers, skip_resting=False):
+        """``servers`` from the next one in turn: those up first, then those
         resting after a failure, as a last resort or (``skip_resting``) only
         when every server is resting."""
-        n = len(self._servers)
+        n = len(servers)
+        if n == 0:
+            return []
         start, self._next = self._next % n, (self._next + 1) % n
-        ring = [self._servers[(start + k) % n] for k in range(n)]
+        ring = [servers[(start + k) % n] for k in range(n)]
         now = time.monotonic()
         up = [s for s in ring if s.down_until <= now]
         if skip_resting and up:
@@ -116,9 +189,9 @@ class Client:
             server.close()
             raise
 
-    def _first(self, call, servers=None):
-        last = Unavailable("no server tried")
-        for server in servers or self._order():
+    def _first(self, call, servers):
+        last = Unavailable("no server available")
+        for server in servers:
             try:
                 return self._call(server, call)
             except (Refused, Unavailable) as e:
@@ -129,8 +202,8 @@ class Client:
         """Runs ``call`` on every server. Servers that cannot be reached are
         passed over unless none can; a refusal from any server is raised
         after every server has had the call."""
-        results, refused, down = [], None, None
-        for server in self._servers:
+        results, refused, down = [], None, Unavailable("no server available")
+        for server in self._members():
             try:
                 results.append(self._call(server, call))
             except Refused as e:
@@ -150,8 +223,9 @@ class Client:
         change it) and otherwise the round is tried again until the deadline."""
         deadline = time.monotonic() + timeout
         while True:
-            reached, refused, down = False, None, None
-            for server in self._order(skip_resting=True):
+            # Read again every round: servers may come and go while we wait.
+            reached, refused, down = False, None, Unavailable("no server available")
+            for server in self._order(self._members(), skip_resting=True):
                 wait = max(0.0, min(deadline - time.monotonic(), self.poll_slice))
                 try:
                     items = self._call(server, lambda k: k.get(queue, max_items, int(wait * 1000), auto_abort_ms),
@@ -187,7 +261,8 @@ class Client:
 
     def put(self, queue, items, expiry_ms=0):
         """Puts ``items`` (bytes) on one server; returns how many it accepted."""
-        return self._first(lambda k: k.put(queue, list(items), min(expiry_ms, _MAX_MS)))
+        return self._first(lambda k: k.put(queue, list(items), min(expiry_ms, _MAX_MS)),
+                           self._order(self._members(write=True)))
 
     def get(self, queue, max_items=1, timeout=0.0):
         """Up to ``max_items`` items, polling the servers for up to ``timeout`` seconds."""
@@ -252,18 +327,23 @@ class Client:
 
     def version(self):
         """The version of the next reachable server in turn."""
-        return self._first(lambda k: k.get_version())
+        return self._first(lambda k: k.get_version(), self._order(self._members()))
 
     def status(self):
         """The status of the next reachable server in turn."""
-        return self._first(lambda k: k.current_status())
+        return self._first(lambda k: k.current_status(), self._order(self._members()))
 
     def set_status(self, status):
         """Sets the status (``Status.UP``, ``READ_ONLY``, ``QUIESCENT``) of every server."""
         self._all(lambda k: k.set_status(status))
 
     def close(self):
-        for server in self._servers:
+        """Closes every connection and ends the ZooKeeper session, if any."""
+        if self._discovery is not None:
+            self._discovery.stop()
+        with self._lock:
+            servers, self._left = set(self._write + self._read + self._left), []
+        for server in servers:
             server.close()
 
     def __enter__(self):

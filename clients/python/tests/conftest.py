@@ -14,13 +14,13 @@ BINARY = os.environ.get("KESTREL_BIN", str(ROOT / "target" / "debug" / "kestrel"
 
 
 class Server:
-    def __init__(self, data_dir):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KESTREL_")}
+    def __init__(self, data_dir, env=None):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KESTREL_")} | (env or {})
         self.proc = subprocess.Popen(
             [BINARY, "--listen", "127.0.0.1", "--thrift-port", "0", "--memcache-port", "off", "--text-port", "off", "--admin-port", "off",
              "--data-dir", str(data_dir)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
-        lines = queue.Queue()
+        self.lines = lines = queue.Queue()  # its log, line by line
         threading.Thread(target=lambda: [lines.put(line) for line in self.proc.stderr], daemon=True).start()
         self.address = None
         while True:
@@ -36,13 +36,19 @@ class Server:
             self.proc.terminate()
             self.proc.wait(timeout=20)
 
+    def kill(self):
+        """SIGKILL: no draining, no goodbye to ZooKeeper."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=20)
+
 
 @pytest.fixture
 def start_server(tmp_path):
     servers = []
 
-    def start(name="a"):
-        s = Server(tmp_path / name)
+    def start(name="a", env=None):
+        s = Server(tmp_path / name, env)
         servers.append(s)
         return s
 
