@@ -246,3 +246,37 @@ fn with_credentials_and_creator_all_only_the_server_may_change_its_members() {
         "the password is never logged"
     );
 }
+
+#[test]
+fn members_left_by_an_earlier_session_of_the_same_server_are_removed() {
+    // When ZooKeeper is away longer than the session timeout, the server
+    // gives its session up and registers again in a new one; ZooKeeper, back
+    // on its data, may still hold the old session's members (announcing the
+    // old status) until it expires them. Here the test's own session holds
+    // such a leftover, which would otherwise stay for as long as the test.
+    let zookeeper = ZooKeeper::start();
+    let sets = Sets::new(&zookeeper, "/leftover");
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path(), &zookeeper.hosts(), "/leftover", &[]);
+    let port = s.thrift.port();
+    sets.wait_for(&[port], &[port]);
+    sets.runtime.block_on(async {
+        let write = "/leftover/write";
+        let member = format!(
+            "{write}/{}",
+            sets.client.list_children(write).await.unwrap()[0]
+        );
+        let (data, _) = sets.client.get_data(&member).await.unwrap();
+        let options = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
+        sets.client
+            .create(&format!("{write}/member_"), &data, &options)
+            .await
+            .unwrap();
+    });
+    assert_eq!(sets.thrift_ports("write"), [port, port]);
+    let mut c = s.client();
+    c.set_status(Status::READ_ONLY).unwrap();
+    sets.wait_for(&[port], &[]);
+    c.set_status(Status::UP).unwrap();
+    sets.wait_for(&[port], &[port]);
+}

@@ -128,6 +128,15 @@ enum End {
     SessionLost(zk::SessionState),
 }
 
+/// This server's member nodes in one set.
+#[derive(Default)]
+struct Members {
+    /// Of the current session, oldest first.
+    own: Vec<String>,
+    /// Of an earlier session of this server.
+    stale: Vec<String>,
+}
+
 /// What is registered, and where.
 struct Registrar {
     acl: ZooKeeperAcl,
@@ -190,29 +199,19 @@ impl Registrar {
     }
 
     /// Makes this session a member of exactly the sets `status` admits, one
-    /// node per set. Idempotent, and it works from what ZooKeeper holds
-    /// rather than from memory: a create whose reply was lost with the
-    /// connection may have happened, and a second member must not linger.
+    /// node per set: it leaves sets first (`write` before `read`, so clients
+    /// stop writing before they stop reading) and joins after (`read` before
+    /// `write`). Idempotent, and it works from what ZooKeeper holds rather
+    /// than from memory: a create whose reply was lost with the connection
+    /// may have happened, and a second member must not linger.
     async fn reconcile(&self, client: &zk::Client, status: ServerStatus) -> Result<(), zk::Error> {
-        for set in Set::ALL {
-            let dir = format!("{}/{}", self.prefix, set.name());
-            let mut own = self.own_members(client, &dir).await?;
-            if set.admits(status) {
-                if own.is_empty() {
-                    let acls = self.acls();
-                    client
-                        .mkdir(&dir, &zk::CreateMode::Persistent.with_acls(acls))
-                        .await?;
-                    let path = format!("{dir}/{MEMBER_PREFIX}");
-                    let options = zk::CreateMode::EphemeralSequential.with_acls(acls);
-                    let (_, sequence) = client.create(&path, &self.data, &options).await?;
-                    tracing::info!(%status, member = %format!("{path}{sequence}"), "zookeeper: joined {dir}");
-                } else {
-                    own.remove(0);
-                }
-            }
-            for path in own {
-                match client.delete(&path, None).await {
+        for set in [Set::Write, Set::Read] {
+            let dir = self.dir(set);
+            let members = self.members(client, &dir).await?;
+            let keep = usize::from(set.admits(status));
+            let extra = members.own.iter().skip(keep);
+            for path in members.stale.iter().chain(extra) {
+                match client.delete(path, None).await {
                     Ok(()) | Err(zk::Error::NoNode) => {
                         tracing::info!(%status, member = %path, "zookeeper: left {dir}")
                     }
@@ -220,14 +219,39 @@ impl Registrar {
                 }
             }
         }
+        for set in [Set::Read, Set::Write] {
+            let dir = self.dir(set);
+            if set.admits(status) && self.members(client, &dir).await?.own.is_empty() {
+                let acls = self.acls();
+                client
+                    .mkdir(&dir, &zk::CreateMode::Persistent.with_acls(acls))
+                    .await?;
+                let path = format!("{dir}/{MEMBER_PREFIX}");
+                let options = zk::CreateMode::EphemeralSequential.with_acls(acls);
+                let (_, sequence) = client.create(&path, &self.data, &options).await?;
+                tracing::info!(%status, member = %format!("{path}{sequence}"), "zookeeper: joined {dir}");
+            }
+        }
         Ok(())
     }
 
-    /// The member nodes of `dir` this session owns, oldest first.
-    async fn own_members(&self, client: &zk::Client, dir: &str) -> Result<Vec<String>, zk::Error> {
+    fn dir(&self, set: Set) -> String {
+        format!("{}/{}", self.prefix, set.name())
+    }
+
+    /// The members of `dir` that are this server's: those of this session
+    /// (oldest first), and those of an earlier session of this server that
+    /// ZooKeeper still holds. The latter happens when the client gave a
+    /// session up as expired while ZooKeeper was away, and ZooKeeper, back
+    /// on its data, keeps the old session's nodes until it expires them
+    /// itself; meanwhile they would announce a status that may be stale.
+    /// Nodes with this server's exact data are its own: no other server
+    /// listens on its address and ports.
+    async fn members(&self, client: &zk::Client, dir: &str) -> Result<Members, zk::Error> {
+        let mut members = Members::default();
         let mut children = match client.list_children(dir).await {
             Ok(children) => children,
-            Err(zk::Error::NoNode) => return Ok(Vec::new()),
+            Err(zk::Error::NoNode) => return Ok(members),
             Err(e) => return Err(e),
         };
         children.retain(|c| c.starts_with(MEMBER_PREFIX));
@@ -235,20 +259,19 @@ impl Registrar {
         let session = client.session_id().0;
         let paths: Vec<String> = children.iter().map(|c| format!("{dir}/{c}")).collect();
         // Requests are ordered when made, so they go out together.
-        let stats = paths
-            .iter()
-            .map(|p| client.check_stat(p))
-            .collect::<Vec<_>>();
-        let mut own = Vec::new();
-        for (path, stat) in paths
-            .iter()
-            .zip(futures_util::future::join_all(stats).await)
+        let reads = paths.iter().map(|p| client.get_data(p)).collect::<Vec<_>>();
+        for (path, read) in paths
+            .into_iter()
+            .zip(futures_util::future::join_all(reads).await)
         {
-            if stat?.is_some_and(|s| s.ephemeral_owner == session) {
-                own.push(path.clone());
+            match read {
+                Ok((_, stat)) if stat.ephemeral_owner == session => members.own.push(path),
+                Ok((data, _)) if data == self.data => members.stale.push(path),
+                Ok(_) | Err(zk::Error::NoNode) => {}
+                Err(e) => return Err(e),
             }
         }
-        Ok(own)
+        Ok(members)
     }
 
     fn acls(&self) -> zk::Acls<'static> {
