@@ -14,9 +14,11 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/samuel/go-zookeeper/zk"
 	"kestrel/gen/go/kestrel"
 )
 
@@ -253,4 +255,77 @@ func TestZooKeeperAnEmptyPrefixFillsWhenAServerRegisters(t *testing.T) {
 		write, read := c.Servers()
 		return len(write) == 0 && len(read) == 0
 	})
+}
+
+// pause freezes ZooKeeper (SIGSTOP) for d, then lets it go on: sessions that could not ping it
+// for longer than their timeout expire when it wakes, as after a partition.
+func (z *testZooKeeper) pause(t *testing.T, d time.Duration) {
+	if err := z.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(d)
+	if err := z.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// members lists the member znodes of path, as ZooKeeper has them now.
+func (z *testZooKeeper) members(path string) ([]string, error) {
+	conn, _, err := zk.Connect([]string{z.connect}, 2*time.Second, zk.WithLogger(zkLogger(func(string, ...interface{}) {})))
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	children, _, err := conn.Children(path)
+	if err == zk.ErrNoNode {
+		return nil, nil
+	}
+	return children, err
+}
+
+// ZooKeeper frozen for longer than every session timeout: on waking it expires them all. The
+// servers register again with new sessions; the client gets a new session too (go-zookeeper
+// opens it), lists the sets again and follows a later status change.
+func TestZooKeeperALostSessionIsReplacedAndWatchedAgain(t *testing.T) {
+	z := startZooKeeper(t)
+	prefix := fmt.Sprintf("/kestrel-go-expiry-%d", time.Now().UnixNano())
+	a := startServerWith(t, t.TempDir(), registering(z, prefix))
+	b := startServerWith(t, t.TempDir(), registering(z, prefix))
+	all := []string{a.address, b.address}
+	sort.Strings(all)
+	c := discoveringClient(t, z, prefix)
+	waitUntil(t, 20*time.Second, "the client sees both servers", func() bool {
+		write, _ := c.Servers()
+		return sameList(write, all)
+	})
+	session := c.discovery.conn.SessionID()
+	before, err := z.members(prefix + "/write")
+	if err != nil {
+		t.Fatal(err)
+	}
+	z.pause(t, 5*time.Second)
+	// Both servers' new members, under new names (the old ones went with their sessions).
+	waitUntil(t, 30*time.Second, "both servers registered again", func() bool {
+		now, err := z.members(prefix + "/write")
+		return err == nil && len(now) == 2 && !contains(before, now[0]) && !contains(before, now[1])
+	})
+	waitUntil(t, 10*time.Second, "the client has a new session", func() bool {
+		id := c.discovery.conn.SessionID()
+		return id != 0 && id != session
+	})
+	waitUntil(t, 10*time.Second, "the client sees both again", func() bool {
+		write, read := c.Servers()
+		return sameList(write, all) && sameList(read, all)
+	})
+	if err := newClient(t, b).SetStatus(kestrel.Status_READ_ONLY); err != nil {
+		t.Fatal(err)
+	}
+	took := waitUntil(t, 10*time.Second, "B leaves the write set: the new session watches it", func() bool {
+		write, _ := c.Servers()
+		return sameList(write, []string{a.address})
+	})
+	fmt.Printf("after the expiry, the client saw the READ_ONLY change after %v\n", took.Round(time.Millisecond))
+	if n, err := c.Put("x", [][]byte{[]byte("y")}, 0); err != nil || n != 1 {
+		t.Fatalf("put: %d, %v", n, err)
+	}
 }

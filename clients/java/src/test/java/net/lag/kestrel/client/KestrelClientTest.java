@@ -96,22 +96,26 @@ public final class KestrelClientTest {
    * directory; close() kills it, which try-with-resources does on failure too.
    */
   static final class ZooKeeperServer implements AutoCloseable {
-    final Process process;
     final String connect;
     final Path dir;
+    private final int port;
+    private Process process;
 
     ZooKeeperServer() throws Exception {
-      int port;
       try (ServerSocket probe = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
         port = probe.getLocalPort();
       }
       dir = Files.createTempDirectory("kestrel-java-zk");
+      connect = "127.0.0.1:" + port;
+      start();
+    }
+
+    private void start() throws Exception {
       ProcessBuilder pb = new ProcessBuilder(new File("../../tests/zookeeper/serve").getAbsolutePath(),
           dir.toString(), String.valueOf(port));
       pb.redirectErrorStream(true);
-      pb.redirectOutput(dir.resolve("zookeeper.log").toFile());
+      pb.redirectOutput(ProcessBuilder.Redirect.appendTo(dir.resolve("zookeeper.log").toFile()));
       process = pb.start();
-      connect = "127.0.0.1:" + port;
       long deadline = System.nanoTime() + 30_000_000_000L;
       while (!imok(port)) {
         if (System.nanoTime() > deadline || !process.isAlive()) {
@@ -120,6 +124,28 @@ public final class KestrelClientTest {
         }
         Thread.sleep(100);
       }
+    }
+
+    /**
+     * Freezes ZooKeeper (SIGSTOP) for {@code ms}, then lets it go on: sessions that could not
+     * ping it for longer than their timeout expire when it wakes, as after a partition.
+     */
+    void pause(long ms) throws Exception {
+      signal("STOP");
+      try {
+        Thread.sleep(ms);
+      } finally {
+        signal("CONT");
+      }
+    }
+
+    private void signal(String name) throws Exception {
+      new ProcessBuilder("kill", "-" + name, String.valueOf(process.pid())).inheritIO().start().waitFor();
+    }
+
+    void stop() throws InterruptedException {
+      process.destroyForcibly();
+      process.waitFor(20, TimeUnit.SECONDS);
     }
 
     /** Whether ZooKeeper answers the four-letter word "ruok" with "imok". */
@@ -139,8 +165,7 @@ public final class KestrelClientTest {
 
     @Override
     public void close() throws Exception {
-      process.destroyForcibly();
-      process.waitFor(20, TimeUnit.SECONDS);
+      stop();
       if (!Files.exists(dir)) {
         return; // closed already
       }
@@ -284,6 +309,8 @@ public final class KestrelClientTest {
           (Test) ZooKeeperDiscoveryTest::aServerGoingReadOnlyLeavesTheWriteSet},
       {"zookeeper: an empty prefix fills when a server registers",
           (Test) ZooKeeperDiscoveryTest::anEmptyPrefixFillsWhenAServerRegisters},
+      {"zookeeper: a lost session is replaced and watched again",
+          (Test) ZooKeeperDiscoveryTest::aLostSessionIsReplacedAndWatchedAgain},
     };
     int failed = 0;
     for (Object[] t : tests) {

@@ -6,10 +6,15 @@ import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeSet;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
 
 import net.lag.kestrel.client.KestrelClientTest.Server;
 import net.lag.kestrel.client.KestrelClientTest.ZooKeeperServer;
 import net.lag.kestrel.thrift.Status;
+import org.apache.zookeeper.KeeperException;
+import org.apache.zookeeper.Watcher;
+import org.apache.zookeeper.ZooKeeper;
 
 /**
  * Discovery through ZooKeeper against a real ZooKeeper (tests/zookeeper/serve) and real
@@ -107,7 +112,7 @@ final class ZooKeeperDiscoveryTest {
           "every item exactly once: " + got.size() + " of " + put.size());
 
       // ZooKeeper gone: the last membership stays in force.
-      zk.close();
+      zk.stop();
       Thread.sleep(500);
       check(client.writeServers().size() == 2, "write set kept: " + client.writeServers());
       check(client.put(q, List.of("after".getBytes()), 0) == 1, "puts go on without ZooKeeper");
@@ -138,6 +143,59 @@ final class ZooKeeperDiscoveryTest {
       // A clean stop withdraws the members (at the latest when the 2 s session expires).
       waitUntil(() -> client.readServers().isEmpty() && client.writeServers().isEmpty(), 10_000,
           "the stopped server leaves both sets");
+    }
+  }
+
+  /** The member znodes of one set, as ZooKeeper has them now. */
+  private static List<String> members(ZooKeeperServer zk, String path) throws Exception {
+    CountDownLatch connected = new CountDownLatch(1);
+    ZooKeeper handle = new ZooKeeper(zk.connect, 2000, e -> {
+      if (e.getState() == Watcher.Event.KeeperState.SyncConnected) {
+        connected.countDown();
+      }
+    });
+    try {
+      connected.await(10, TimeUnit.SECONDS);
+      return handle.getChildren(path, false);
+    } catch (KeeperException.NoNodeException e) {
+      return List.of();
+    } finally {
+      handle.close();
+    }
+  }
+
+  /**
+   * ZooKeeper frozen for longer than every session timeout: on waking it expires them all. The
+   * servers register again with new sessions; the client opens a new session too (ZooKeeper
+   * never revives an expired one), lists the sets again and follows a later status change.
+   */
+  static void aLostSessionIsReplacedAndWatchedAgain() throws Exception {
+    String prefix = "/kestrel-java-expiry-" + System.nanoTime();
+    try (ZooKeeperServer zk = new ZooKeeperServer();
+        Server a = new Server(Files.createTempDirectory("kestrel-java"), registering(zk, prefix));
+        Server b = new Server(Files.createTempDirectory("kestrel-java"), registering(zk, prefix));
+        KestrelClient client = new KestrelClient(zk.connect, prefix, config());
+        KestrelClient onlyB = new KestrelClient(List.of(b.address), config())) {
+      List<String> all = new ArrayList<>(new TreeSet<>(List.of(a.address, b.address)));
+      waitUntil(() -> client.writeServers().equals(all), 20_000, "the client sees both servers");
+      List<String> before = members(zk, prefix + "/write");
+      zk.pause(5000);
+      // Both servers' new members, under new names (the old ones went with their sessions).
+      waitUntil(() -> {
+        try {
+          List<String> now = members(zk, prefix + "/write");
+          return now.size() == 2 && now.stream().noneMatch(before::contains);
+        } catch (Exception e) {
+          return false;
+        }
+      }, 30_000, "both servers registered again");
+      waitUntil(() -> client.writeServers().equals(all) && client.readServers().equals(all), 10_000,
+          "the client sees both again: " + client.writeServers());
+      onlyB.setStatus(Status.READ_ONLY);
+      long took = waitUntil(() -> client.writeServers().equals(List.of(a.address)), 10_000,
+          "B leaves the write set: the new session watches it");
+      System.out.println("       after the expiry, the client saw the READ_ONLY change after " + took + " ms");
+      check(client.put("x", List.of("y".getBytes()), 0) == 1, "puts go on");
     }
   }
 }
