@@ -194,6 +194,8 @@ final class ZooKeeperDiscoveryTest {
       onlyB.setStatus(Status.READ_ONLY);
       long took = waitUntil(() -> client.writeServers().equals(List.of(a.address)), 10_000,
           "B leaves the write set: the new session watches it");
+      // Counted from set_status, which may come before the client has reconnected with its new
+      // session (the ZooKeeper library waits up to a second between attempts).
       System.out.println("       after the expiry, the client saw the READ_ONLY change after " + took + " ms");
       check(client.put("x", List.of("y".getBytes()), 0) == 1, "puts go on");
     }
