@@ -212,15 +212,8 @@ impl Server {
         if syncer.join().is_err() {
             tracing::error!("journal sync thread panicked");
         }
-        let queues = self.service.queues();
-        let flushed = tokio::task::spawn_blocking(move || {
-            for q in queues.all() {
-                if let Err(e) = q.maintain_journal(true) {
-                    tracing::error!(queue = %q.name(), error = %e, "journal not flushed at shutdown");
-                }
-            }
-        })
-        .await;
+        let service = self.service.clone();
+        let flushed = tokio::task::spawn_blocking(move || service.checkpoint_all()).await;
         if flushed.is_err() {
             tracing::error!("journal flush at shutdown panicked");
         }

@@ -1,11 +1,13 @@
 //! The command line: `kestrel` runs the server; `kestrel check-config`
 //! checks the settings and prints them with where each came from;
-//! `kestrel admin` talks to a running server. The definition lives in the
+//! `kestrel admin` talks to a running server; `kestrel import-kestrel`
+//! imports Kestrel's journals. The definition lives in the
 //! library so that the man page is generated from the same source
 //! ([`command`]).
 
 pub mod admin;
 mod check;
+pub mod import;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -40,6 +42,11 @@ pub enum Command {
     CheckConfig(ServerArgs),
     /// Talk to a running server: stats, peek, put, get, flush, delete, status.
     Admin(admin::AdminArgs),
+    /// Import the live items of Scala Kestrel 2.x journals into this
+    /// server's queues, offline (refuses while a server runs on the data
+    /// directory). Exit status 3: imported, but damaged records or queues
+    /// were left behind (listed).
+    ImportKestrel(import::ImportArgs),
 }
 
 /// The settings a command line may give (each also a setting of the file).

@@ -317,6 +317,18 @@ impl Default for QueueConfig {
 }
 
 impl QueueConfig {
+    /// When an item put at `added_ms`, asking for `expires_ms`, expires:
+    /// `max_age` caps every item's lifetime, whatever the client asked.
+    pub fn expiry(&self, added_ms: i64, expires_ms: Option<i64>) -> Option<i64> {
+        match self.max_age {
+            Some(age) => {
+                let cap = added_ms.saturating_add(age.as_millis() as i64);
+                Some(expires_ms.map_or(cap, |e| e.min(cap)))
+            }
+            None => expires_ms,
+        }
+    }
+
     /// How the queue's journal is kept, if it has one.
     pub fn journal(&self) -> Option<JournalConfig> {
         self.keep_journal.then_some(JournalConfig {

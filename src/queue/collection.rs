@@ -62,6 +62,18 @@ async fn wait_logged(ack: Option<Ack>, what: &str) {
     }
 }
 
+/// What [`QueueCollection::restore`] did; durable once `acks` are awaited.
+pub struct Restore {
+    pub stored: usize,
+    pub stored_bytes: u64,
+    /// Items already expired, of which `moved` went to `moved_to` (the
+    /// rest were dropped, or refused by a full target).
+    pub expired: usize,
+    pub moved: usize,
+    pub moved_to: Option<String>,
+    pub acks: Vec<Ack>,
+}
+
 /// Why a queue could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -399,6 +411,53 @@ impl QueueCollection {
                 });
             }
         }
+    }
+
+    /// Appends items to `name` alone (no fanout: children have items of
+    /// their own) as another server held them: add times and expiries kept,
+    /// no limit applied. Items already expired at `now_ms` go where the
+    /// queue's expiry sends them: to `expire_to_queue`, starting a new life
+    /// there with no expiry of their own, or nowhere.
+    pub fn restore(
+        &self,
+        name: &str,
+        items: Vec<(Bytes, i64, Option<i64>)>,
+        now_ms: i64,
+    ) -> Result<Restore, QueueError> {
+        let config = self.queue_config(name);
+        let (expired, live): (Vec<_>, Vec<_>) =
+            items.into_iter().partition(|(_, added, expires)| {
+                config
+                    .expiry(*added, *expires)
+                    .is_some_and(|at| at <= now_ms)
+            });
+        let mut restore = Restore {
+            stored: live.len(),
+            stored_bytes: live.iter().map(|(d, ..)| d.len() as u64).sum(),
+            expired: expired.len(),
+            moved: 0,
+            moved_to: None,
+            acks: Vec::new(),
+        };
+        loop {
+            let queue = self.get_or_create(name)?;
+            if let Ok(ack) = queue.restore(live.iter().cloned()) {
+                restore.acks.extend(ack);
+                break;
+            }
+        }
+        if let Some(target) = config
+            .expire_to_queue
+            .as_deref()
+            .filter(|_| !expired.is_empty())
+        {
+            let data: Vec<Bytes> = expired.into_iter().map(|(d, ..)| d).collect();
+            let placed = self.put_one(target, &data, None)?;
+            restore.moved = placed.outcome.accepted;
+            restore.acks.extend(placed.ack);
+            restore.moved_to = Some(target.to_string());
+        }
+        Ok(restore)
     }
 
     /// Whether `name` is an alias (aliases mask queues of the same name).

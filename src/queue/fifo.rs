@@ -114,6 +114,22 @@ impl Queue {
         Ok((outcome, st.store.take_ack()))
     }
 
+    /// Appends items as another server held them (see [`Store::restore`]);
+    /// the journal records are written once the returned ack is awaited.
+    pub fn restore(
+        &self,
+        items: impl IntoIterator<Item = (Bytes, i64, Option<i64>)>,
+    ) -> Result<Option<Ack>, Deleted> {
+        let now = now_ms();
+        let mut st = self.lock();
+        if st.deleted {
+            return Err(Deleted);
+        }
+        st.store.restore(items);
+        st.serve_waiters(now);
+        Ok(st.store.take_ack())
+    }
+
     /// Takes back the items of a put whose journal write failed, if no reader
     /// has taken them yet. Returns how many were still there.
     pub fn revoke(&self, first_seq: u64, count: usize) -> usize {

@@ -18,7 +18,7 @@ mod store;
 mod waiters;
 mod xid;
 
-pub use collection::{Capacity, Delivery, Lifecycle, Placed, QueueCollection, QueueError};
+pub use collection::{Capacity, Delivery, Lifecycle, Placed, QueueCollection, QueueError, Restore};
 pub use fifo::Queue;
 pub use item::Item;
 pub use read::ReadKind;

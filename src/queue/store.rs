@@ -362,13 +362,7 @@ impl Store {
         expires_ms: Option<i64>,
         now_ms: i64,
     ) -> PutOutcome {
-        let expires_ms = match self.config.max_age {
-            Some(age) => {
-                let cap = now_ms.saturating_add(age.as_millis() as i64);
-                Some(expires_ms.map_or(cap, |e| e.min(cap)))
-            }
-            None => expires_ms,
-        };
+        let expires_ms = self.config.expiry(now_ms, expires_ms);
         let mut outcome = PutOutcome {
             accepted: 0,
             first_seq: self.next_seq,
@@ -393,6 +387,17 @@ impl Store {
             outcome.accepted += 1;
         }
         outcome
+    }
+
+    /// Appends items as another server held them: with their own add times
+    /// and expiries (capped by `max_age` from their add time), and past
+    /// every limit, since what the other server acknowledged must not be
+    /// refused now.
+    pub fn restore(&mut self, items: impl IntoIterator<Item = (Bytes, i64, Option<i64>)>) {
+        for (data, added_ms, expires_ms) in items {
+            let expires_ms = self.config.expiry(added_ms, expires_ms);
+            self.push(data, added_ms, expires_ms);
+        }
     }
 
     /// Appends one item: kept in memory while it fits the memory budget and

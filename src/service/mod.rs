@@ -137,6 +137,26 @@ pub struct GetRequest {
     pub read: Read,
 }
 
+/// An item as another server held it, to be restored with its times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoredItem {
+    pub data: Bytes,
+    /// When it was first put, in ms since the Unix epoch.
+    pub added_ms: i64,
+    pub expires_ms: Option<i64>,
+}
+
+/// What a restore stored; see [`QueueServer::restore`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Restored {
+    pub stored: usize,
+    pub stored_bytes: u64,
+    /// Already expired: `moved` of them went to `moved_to`, the rest nowhere.
+    pub expired: usize,
+    pub moved: usize,
+    pub moved_to: Option<String>,
+}
+
 /// An item handed to a client. `id` is set for `Read::OpenWithTimeout` (the
 /// id to confirm or abort); session-owned opens are named by order instead.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,8 +10,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Delivered, Expiry, GetRequest, MAX_WAIT, Monitor, QueueService, Read, Reading, ServiceError,
-    Session, Transactions, VERSION, settled,
+    Delivered, Expiry, GetRequest, MAX_WAIT, Monitor, QueueService, Read, Reading, Restored,
+    RestoredItem, ServiceError, Session, Transactions, VERSION, settled,
 };
 use crate::clock::now_ms;
 use crate::config::ServerConfig;
@@ -98,6 +98,42 @@ impl QueueServer {
     /// The queues, for the server's background tasks.
     pub fn queues(&self) -> Arc<QueueCollection> {
         self.queues.clone()
+    }
+
+    /// Appends items to `queue` as another server held them (an import):
+    /// add times and expiries kept, no limit or status applied, no fanout;
+    /// items already expired go to the queue's `expire_to_queue` or nowhere.
+    /// Returns once they are journaled.
+    pub async fn restore(
+        &self,
+        queue: &str,
+        items: Vec<RestoredItem>,
+    ) -> Result<Restored, ServiceError> {
+        let items = items
+            .into_iter()
+            .map(|i| (i.data, i.added_ms, i.expires_ms))
+            .collect();
+        let restore = self.queues.restore(queue, items, now_ms())?;
+        for ack in restore.acks {
+            ack.wait().await?;
+        }
+        Ok(Restored {
+            stored: restore.stored,
+            stored_bytes: restore.stored_bytes,
+            expired: restore.expired,
+            moved: restore.moved,
+            moved_to: restore.moved_to,
+        })
+    }
+
+    /// Checkpoints every queue's journal, so the next start replays nothing:
+    /// what a clean stop (or the end of an import) does last.
+    pub fn checkpoint_all(&self) {
+        for q in self.queues.all() {
+            if let Err(e) = q.maintain_journal(true) {
+                tracing::error!(queue = %q.name(), error = %e, "journal not checkpointed");
+            }
+        }
     }
 
     /// The auto-abort timer, whose `run` the server spawns.
