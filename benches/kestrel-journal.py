@@ -5,7 +5,6 @@ removed (REMOVE records), as a queue whose consumers are behind.
 
     benches/kestrel-journal.py OUT_FILE ITEMS SIZE [CONSUMED]
 """
-import os
 import struct
 import sys
 import time
@@ -15,7 +14,7 @@ def main():
     out, items, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     consumed = int(sys.argv[4]) if len(sys.argv) > 4 else 0
     now = int(time.time() * 1000)
-    payload = os.urandom(size)
+    payload = (b"%d-byte item " % size * (size // 8 + 2))[:size]
     header = struct.Struct("<Biqq")
     with open(out, "wb", buffering=8 << 20) as f:
         for n in range(items):

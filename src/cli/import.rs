@@ -99,6 +99,7 @@ fn import(args: &ImportArgs) -> Result<Vec<QueueReport>, String> {
     let import = Import {
         only: &args.queues,
         service: service.as_ref(),
+        queues: &config.queues,
         progress: &progress,
         more_work: &more_work,
     };
@@ -148,9 +149,10 @@ fn table(reports: &[QueueReport], dry_run: bool) -> String {
     );
     for r in reports {
         if let Some(target) = &r.moved_to {
+            let moved = if dry_run { "would move" } else { "moved" };
             let _ = writeln!(
                 out,
-                "{}: {} expired items moved to {target}",
+                "{}: {} expired items {moved} to {target}",
                 r.name, r.moved
             );
         }

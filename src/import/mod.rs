@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use bytes::{Bytes, BytesMut};
 
 use crate::clock::now_ms;
+use crate::config::QueuesConfig;
 use crate::service::{QueueServer, RestoredItem, ServiceError};
 
 pub use files::{QueueFiles, scan};
@@ -81,6 +82,8 @@ pub struct Import<'a> {
     pub only: &'a [String],
     /// `None` for a dry run: replay and report, write nothing.
     pub service: Option<&'a QueueServer>,
+    /// The queues' settings, for a dry run to tell which items have expired.
+    pub queues: &'a QueuesConfig,
     /// Told of journal bytes read and payload bytes restored.
     pub progress: &'a dyn Fn(u64),
     /// Told of the total once a queue's replay knows it.
@@ -100,7 +103,7 @@ pub enum ImportError {
 
 impl Import<'_> {
     /// Imports every queue of the Kestrel queue directory `from` (or those
-    /// in `only`), parents before their fanout children.
+    /// in `only`); reports them by name.
     pub async fn run(&self, from: &Path) -> Result<Vec<QueueReport>, ImportError> {
         let mut queues = scan(from).map_err(|e| ImportError::Read(from.to_path_buf(), e))?;
         if !self.only.is_empty() {
@@ -116,10 +119,16 @@ impl Import<'_> {
             .map(|m| m.len())
             .sum();
         (self.more_work)(total);
+        // Queues whose expired items move elsewhere go last, so those items
+        // land behind the items their target queue already had, as if they
+        // had expired after the move.
+        let mut order: Vec<(String, QueueFiles)> = queues.into_iter().collect();
+        order.sort_by_key(|(name, _)| self.queues.for_queue(name).expire_to_queue.is_some());
         let mut reports = Vec::new();
-        for (name, files) in queues {
+        for (name, files) in order {
             reports.push(self.queue(name, files).await?);
         }
+        reports.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(reports)
     }
 
@@ -156,8 +165,23 @@ impl Import<'_> {
         report.rolled_back = rolled_back;
         let live: u64 = items.iter().map(|i| u64::from(i.len)).sum();
         let Some(service) = self.service else {
-            report.items = items.len() as u64;
-            report.bytes = live;
+            let config = self.queues.for_queue(&name);
+            let (expired, kept): (Vec<&ItemRef>, Vec<&ItemRef>) = items.iter().partition(|i| {
+                config
+                    .expiry(i.added_ms, i.expires_ms)
+                    .is_some_and(|at| at <= now)
+            });
+            report.items = kept.len() as u64;
+            report.bytes = kept.iter().map(|i| u64::from(i.len)).sum();
+            report.expired = expired.len() as u64;
+            if let Some(target) = config
+                .expire_to_queue
+                .as_ref()
+                .filter(|_| !expired.is_empty())
+            {
+                report.moved = report.expired;
+                report.moved_to = Some(target.clone());
+            }
             return Ok(report);
         };
         (self.more_work)(live);
