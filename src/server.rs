@@ -213,7 +213,10 @@ impl Server {
             tracing::error!("journal sync thread panicked");
         }
         let service = self.service.clone();
-        let flushed = tokio::task::spawn_blocking(move || service.checkpoint_all()).await;
+        let flushed = tokio::task::spawn_blocking(move || {
+            service.checkpoint_all();
+        })
+        .await;
         if flushed.is_err() {
             tracing::error!("journal flush at shutdown panicked");
         }

@@ -64,6 +64,13 @@ fn import(args: &ImportArgs) -> Result<Vec<QueueReport>, String> {
         ..ServerArgs::default()
     };
     let config = settings.settings().map_err(|e| e.to_string())?;
+    // What the engine has to say (a damaged queue of this server, a failed
+    // write) goes to stderr; progress notes would only be noise.
+    crate::logging::init(crate::logging::Overrides {
+        format: None,
+        level: Some("warn".into()),
+    });
+    crate::logging::configure(&config);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -109,8 +116,15 @@ fn import(args: &ImportArgs) -> Result<Vec<QueueReport>, String> {
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    if let Some(service) = &service {
-        service.checkpoint_all();
+    if let Some(service) = &service
+        && !service.checkpoint_all()
+    {
+        return Err(
+            "imported, but not every journal could be made durable (see the log above); \
+             re-running appends the items again, so first fix the cause and restore the data \
+             directory"
+                .into(),
+        );
     }
     Ok(reports)
 }

@@ -126,14 +126,18 @@ impl QueueServer {
         })
     }
 
-    /// Checkpoints every queue's journal, so the next start replays nothing:
-    /// what a clean stop (or the end of an import) does last.
-    pub fn checkpoint_all(&self) {
+    /// Checkpoints every queue's journal, which makes it durable and the
+    /// next start quick: what a clean stop (or the end of an import) does
+    /// last. Returns whether every queue's was; failures are logged.
+    pub fn checkpoint_all(&self) -> bool {
+        let mut all = true;
         for q in self.queues.all() {
             if let Err(e) = q.maintain_journal(true) {
                 tracing::error!(queue = %q.name(), error = %e, "journal not checkpointed");
+                all = false;
             }
         }
+        all
     }
 
     /// The auto-abort timer, whose `run` the server spawns.
