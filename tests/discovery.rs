@@ -280,3 +280,31 @@ fn members_left_by_an_earlier_session_of_the_same_server_are_removed() {
     c.set_status(Status::UP).unwrap();
     sets.wait_for(&[port], &[port]);
 }
+
+#[test]
+fn the_status_file_at_start_and_the_admin_port_set_the_membership_too() {
+    let zookeeper = ZooKeeper::start();
+    let sets = Sets::new(&zookeeper, "/sources");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("status"), "readonly\n").unwrap();
+    let s = server(
+        dir.path(),
+        &zookeeper.hosts(),
+        "/sources",
+        &[("KESTREL_ADMIN_TOKEN", "t0ken")],
+    );
+    let port = s.thrift.port();
+    sets.wait_for(&[port], &[]);
+    // POST /status/up on the admin port, with the token.
+    let mut http = std::net::TcpStream::connect(s.admin.unwrap()).unwrap();
+    std::io::Write::write_all(
+        &mut http,
+        b"POST /status/up HTTP/1.1\r\nHost: k\r\nAuthorization: Bearer t0ken\r\n\
+          Content-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut reply = String::new();
+    std::io::Read::read_to_string(&mut http, &mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    sets.wait_for(&[port], &[port]);
+}
