@@ -161,11 +161,19 @@ impl Registrar {
                 let want = *status.borrow_and_update();
                 match self.reconcile(client, want).await {
                     Ok(()) => {
+                        if retry > RETRY {
+                            tracing::info!(%want, "zookeeper: membership updated after all");
+                        }
                         stale = false;
                         retry = RETRY;
                     }
-                    Err(e) => {
+                    // Told once, then quietly retried until it works.
+                    Err(e) if retry == RETRY => {
                         tracing::warn!(error = %e, %want, "zookeeper: membership not updated; retrying");
+                        retry = (retry * 2).min(MAX_RETRY);
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, %want, "zookeeper: membership still not updated");
                         retry = (retry * 2).min(MAX_RETRY);
                     }
                 }
