@@ -35,6 +35,11 @@ fn server_fields(s: &ServerStats) -> Vec<(&'static str, String)> {
         ("curr_items", curr_items.to_string()),
         ("total_items", s.total_items.to_string()),
         ("bytes", bytes.to_string()),
+        (
+            "reserved_memory_ratio",
+            // Kestrel's format; 0 when the machine's memory is unknown.
+            format!("{:.3}", s.reserved_memory_ratio().unwrap_or(0.0)),
+        ),
         ("curr_connections", s.curr_connections.to_string()),
         ("total_connections", s.total_connections.to_string()),
         ("cmd_get", s.cmd_get.to_string()),
@@ -58,8 +63,9 @@ fn server_fields(s: &ServerStats) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// One queue's stats, named and ordered as Kestrel's `queue_<name>_<stat>`.
-fn queue_fields(q: &QueueStats) -> [(&'static str, u64); 14] {
+/// One queue's stats, named and ordered as Kestrel's `queue_<name>_<stat>`
+/// (a fanout parent's `children` follows them: see [`children`]).
+fn queue_fields(q: &QueueStats) -> [(&'static str, u64); 16] {
     let c = &q.counters;
     [
         ("items", q.items),
@@ -76,7 +82,16 @@ fn queue_fields(q: &QueueStats) -> [(&'static str, u64); 14] {
         ("transactions", c.transactions),
         ("canceled_transactions", c.canceled_transactions),
         ("total_flushes", c.total_flushes),
+        ("journal_rewrites", c.journal_rewrites),
+        ("journal_rotations", c.journal_rotations),
     ]
+}
+
+/// A fanout parent's `children` stat, as Kestrel printed it after the
+/// others: its children's names, comma-separated. `None` for a queue
+/// without children.
+fn children(q: &QueueStats) -> Option<String> {
+    (!q.children.is_empty()).then(|| q.children.join(","))
 }
 
 /// The one place a refused call becomes a memcache reply.
@@ -239,6 +254,9 @@ async fn execute(
                 for (name, value) in queue_fields(q) {
                     text += &format!("STAT queue_{queue}_{name} {value}\r\n");
                 }
+                if let Some(children) = children(q) {
+                    text += &format!("STAT queue_{queue}_children {children}\r\n");
+                }
             }
             text + "END"
         }
@@ -251,6 +269,9 @@ async fn execute(
                 text += &format!("queue '{queue}' {{\r\n");
                 for (name, value) in queue_fields(q) {
                     text += &format!("  {name}={value}\r\n");
+                }
+                if let Some(children) = children(q) {
+                    text += &format!("  children={children}\r\n");
                 }
                 text += "}\r\n";
             }
