@@ -508,6 +508,58 @@ fn reserved_memory_ratio_weighs_the_queues_budgets_against_the_machine() {
 }
 
 #[test]
+fn value_lines_name_the_bare_queue_or_the_key_as_sent() {
+    for (setting, full) in [(None, false), (Some("bare"), false), (Some("full"), true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let env: Vec<(&str, &str)> = setting
+            .map(|s| ("KESTREL_MEMCACHE_VALUE_KEY", s))
+            .into_iter()
+            .collect();
+        let server = Server::start_with_env(dir.path(), &[], &env);
+        let mut c = mc(&server);
+        for item in ["one", "two", "three", "four"] {
+            store(&mut c, "q", item);
+        }
+        let read = |c: &mut Raw, key: &str, item: &str| {
+            c.send(format!("get {key}\r\n"));
+            let echoed = if full { key } else { "q" };
+            assert_eq!(
+                c.line(),
+                format!("VALUE {echoed} 0 {}", item.len()),
+                "{setting:?}"
+            );
+            assert_eq!(value_rest(c, item.len()), item);
+        };
+        read(&mut c, "q/peek", "one");
+        read(&mut c, "q/open", "one");
+        read(&mut c, "q/close/open/t=10", "two");
+        read(&mut c, "q/open/close", "three");
+        assert_eq!(c.ask("get q/close"), "END");
+        read(&mut c, "q", "four");
+        // Only the first key of a multi-key get is served, and echoed.
+        store(&mut c, "q", "five");
+        c.send("get q/t=1 other\r\n");
+        let echoed = if full { "q/t=1" } else { "q" };
+        assert_eq!(c.line(), format!("VALUE {echoed} 0 4"));
+        assert_eq!(value_rest(&mut c, 4), "five");
+        // monitor names the queue either way: that is the key it was sent.
+        store(&mut c, "q", "six");
+        c.send("monitor q 1 1\r\n");
+        assert_eq!(c.line(), "VALUE q 0 3");
+        assert_eq!(value_rest(&mut c, 3), "six");
+        assert_eq!(c.line(), "END");
+    }
+}
+
+/// The data and `END` after a `VALUE` line announcing `len` bytes.
+fn value_rest(c: &mut Raw, len: usize) -> String {
+    let data = c.bytes(len + 2);
+    assert_eq!(&data[len..], b"\r\n");
+    assert_eq!(c.line(), "END");
+    String::from_utf8(data[..len].to_vec()).unwrap()
+}
+
+#[test]
 fn version_status_reload() {
     let server = Server::start();
     let mut c = mc(&server);

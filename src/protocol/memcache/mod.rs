@@ -15,7 +15,7 @@ use bytes::{BufMut, BytesMut};
 
 use super::connection::{Closed, Connection, Context, Handled, Protocol};
 use super::line::Limits;
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, ValueKey};
 use crate::service::{Expiry, GetRequest, QueueService, Read, ServiceError, Transactions};
 use crate::stats::{self, QueueStats, ServerStats};
 use crate::status::ServerStatus;
@@ -115,9 +115,9 @@ fn line(out: &mut BytesMut, text: &str) {
     out.put_slice(b"\r\n");
 }
 
-fn value(out: &mut BytesMut, queue: &str, data: &[u8]) {
-    out.reserve(queue.len() + data.len() + 32);
-    out.put_slice(format!("VALUE {queue} 0 {}\r\n", data.len()).as_bytes());
+fn value(out: &mut BytesMut, key: &str, data: &[u8]) {
+    out.reserve(key.len() + data.len() + 32);
+    out.put_slice(format!("VALUE {key} 0 {}\r\n", data.len()).as_bytes());
     out.put_slice(data);
     out.put_slice(b"\r\nEND\r\n");
 }
@@ -201,7 +201,19 @@ async fn execute(
             }
             reply
         }
-        Request::Get { queue, options } => return get(cx, conn, &queue, options).await,
+        Request::Get {
+            key,
+            queue,
+            options,
+        } => {
+            // The VALUE line names the bare queue, as Kestrel's did, or the
+            // key as sent, for clients that check it (memcache_value_key).
+            let reply_key = match cx.shared.config.memcache_value_key {
+                ValueKey::Bare => &queue,
+                ValueKey::Full => &key,
+            };
+            return get(cx, conn, &queue, reply_key, options).await;
+        }
         Request::Monitor {
             queue,
             timeout,
@@ -302,11 +314,12 @@ async fn execute(
 }
 
 /// `get queue/options`: the transaction options first, then the read.
-/// Appends the reply.
+/// Appends the reply, an item's `VALUE` line naming `reply_key`.
 async fn get(
     cx: &mut Context<'_>,
     conn: &mut Connection<'_, McCodec>,
     queue: &str,
+    reply_key: &str,
     options: GetOptions,
 ) -> Handled {
     let (service, session) = (cx.service, &mut cx.session);
@@ -347,7 +360,7 @@ async fn get(
     };
     match conn.run(service.get(session, queue, request)).await? {
         Ok(reading) => match reading.finish().await.first() {
-            Some(item) => value(&mut conn.out, queue, &item.data),
+            Some(item) => value(&mut conn.out, reply_key, &item.data),
             None => line(&mut conn.out, "END"),
         },
         Err(e) => line(&mut conn.out, &error_reply(&e)),
