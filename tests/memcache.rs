@@ -475,7 +475,8 @@ fn reserved_memory_ratio_weighs_the_queues_budgets_against_the_machine() {
         .and_then(|v| v.trim().strip_suffix("kB"))
         .and_then(|v| v.trim().parse().ok())
         .expect("MemTotal in /proc/meminfo");
-    let ratio = |queues: u64| format!("{:.3}", (queues * 3 << 30) as f64 / (kib * 1024) as f64);
+    let budget = 3u64 << 30;
+    let ratio = |queues: u64| format!("{:.3}", (queues * budget) as f64 / (kib * 1024) as f64);
     let ordered = |c: &mut Raw| -> Vec<(String, String)> {
         c.send("stats\r\n");
         c.lines_until("END")
