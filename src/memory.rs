@@ -10,6 +10,9 @@
 //!   where freeing it returns nothing;
 //! - a periodic check ([`Trimmer`]) that hands free heap pages back
 //!   (`malloc_trim`) once more than half the heap is free.
+//!
+//! Also the machine's memory ([`physical`]), which stats weigh the queues'
+//! memory budgets against.
 
 /// Blocks at least this big get a mapping of their own.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -83,6 +86,24 @@ fn trim() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn trim() {}
 
+/// Bytes of physical memory, if the system says (read once: it does not
+/// change while the server runs).
+pub fn physical() -> Option<u64> {
+    static TOTAL: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *TOTAL.get_or_init(|| {
+        // SAFETY: sysconf only reads system parameters.
+        let (pages, page_size) = unsafe {
+            (
+                libc::sysconf(libc::_SC_PHYS_PAGES),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        let pages = u64::try_from(pages).ok().filter(|&n| n > 0)?;
+        let page_size = u64::try_from(page_size).ok().filter(|&n| n > 0)?;
+        pages.checked_mul(page_size)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,5 +127,19 @@ mod tests {
         // Checked at most once a second.
         assert_eq!(trimmer.check(), 0);
         drop(kept);
+    }
+
+    #[test]
+    fn physical_memory_agrees_with_proc_meminfo() {
+        let Ok(meminfo) = std::fs::read_to_string("/proc/meminfo") else {
+            return; // not Linux: nothing to compare with
+        };
+        let kib: u64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("MemTotal in /proc/meminfo");
+        assert_eq!(physical(), Some(kib * 1024));
     }
 }

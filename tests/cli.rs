@@ -64,7 +64,10 @@ fn check_config_prints_each_setting_with_its_source() {
             "--thrift-port",
             "0",
         ],
-        &[("KESTREL_MAX_CONNECTIONS", "9")],
+        &[
+            ("KESTREL_MAX_CONNECTIONS", "9"),
+            ("KESTREL_MEMCACHE_VALUE_KEY", "full"),
+        ],
     );
     assert_eq!(code, 0, "{err}");
     let source = |key: &str| {
@@ -88,6 +91,13 @@ fn check_config_prints_each_setting_with_its_source() {
         ("9".into(), "environment (KESTREL_MAX_CONNECTIONS)".into())
     );
     assert_eq!(source("memcache_port"), ("22133".into(), "default".into()));
+    assert_eq!(
+        source("memcache_value_key"),
+        (
+            "full".into(),
+            "environment (KESTREL_MEMCACHE_VALUE_KEY)".into()
+        )
+    );
     assert!(out.contains("queues.\"jobs\" = "), "{out}");
 }
 

@@ -5,7 +5,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::{Raw, Server, get, mc, stats, store, value, wait_for_stat};
+use common::{Raw, Server, TKestrelSyncClient, get, mc, stats, store, value, wait_for_stat};
 
 #[test]
 fn set_get_and_the_bare_queue_name() {
@@ -343,6 +343,221 @@ fn dump_stats() {
     let all = c.lines_until("END");
     let names: Vec<&String> = all.iter().filter(|l| l.starts_with("queue '")).collect();
     assert_eq!(names, ["queue 'x' {", "queue 'y' {"]);
+}
+
+/// The per-queue stats in Kestrel's order (`dump_stats`), with a fanout
+/// parent's `children` last.
+const QUEUE_STATS: [&str; 16] = [
+    "items",
+    "bytes",
+    "total_items",
+    "logsize",
+    "expired_items",
+    "mem_items",
+    "mem_bytes",
+    "age",
+    "discarded",
+    "waiters",
+    "open_transactions",
+    "transactions",
+    "canceled_transactions",
+    "total_flushes",
+    "journal_rewrites",
+    "journal_rotations",
+];
+
+/// `dump_stats <queue>` as `(name, value)` pairs, in order.
+fn dump_stats_of(c: &mut Raw, queue: &str) -> Vec<(String, String)> {
+    c.send(format!("dump_stats {queue}\r\n"));
+    let lines = c.lines_until("END");
+    assert_eq!(lines[0], format!("queue '{queue}' {{"));
+    assert_eq!(lines[lines.len() - 2..], ["}", "END"]);
+    lines[1..lines.len() - 2]
+        .iter()
+        .map(|l| {
+            let (k, v) = l.strip_prefix("  ").unwrap().split_once('=').unwrap();
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn journal_rotations_and_rewrites_count_what_the_journal_did() {
+    // Segments of 4 KiB: a 4-byte item and four of 1000 bytes fill the
+    // first (5 ADD records of 33 bytes each, plus the data: 4169 bytes).
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("KESTREL_DEFAULT_QUEUE__MAX_JOURNAL_SIZE", "4KiB")];
+    let server = Server::start_with_env(dir.path(), &[], &env);
+    let mut c = mc(&server);
+    let turnover = |c: &mut Raw| {
+        let s = stats(c);
+        (
+            s["queue_j_journal_rotations"].clone(),
+            s["queue_j_journal_rewrites"].clone(),
+        )
+    };
+    store(&mut c, "j", "keep");
+    let big = "x".repeat(1000);
+    for _ in 0..4 {
+        store(&mut c, "j", &big);
+    }
+    assert_eq!(turnover(&mut c), ("0".into(), "0".into()));
+    // Opening the small item is the first record of segment 2.
+    let mut holder = mc(&server);
+    assert_eq!(get(&mut holder, "j/open").as_deref(), Some("keep"));
+    assert_eq!(turnover(&mut c), ("1".into(), "0".into()));
+    // The four big items go in one read (one step under the queue's lock):
+    // segment 1 is left with the open item alone, and is rewritten down to
+    // it once both checkpoints have moved past it.
+    let mut thrift = server.client();
+    assert_eq!(thrift.get("j".into(), 4, 0, 0).unwrap().len(), 4);
+    wait_for_stat(&mut c, "queue_j_journal_rewrites", "1");
+    // Confirmed, the item is gone and so is segment 1: deleted.
+    assert_eq!(holder.ask("get j/close"), "END");
+    wait_for_stat(&mut c, "queue_j_journal_rewrites", "2");
+    assert_eq!(turnover(&mut c), ("1".into(), "2".into()));
+    // A flush that drops the journal whole does not reset the counts.
+    assert_eq!(c.ask("flush j"), "END");
+    let s = dump_stats_of(&mut c, "j");
+    let names: Vec<&str> = s.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(names, QUEUE_STATS);
+    assert_eq!(
+        s[QUEUE_STATS.len() - 3..],
+        [
+            ("total_flushes".into(), "1".into()),
+            ("journal_rewrites".into(), "2".into()),
+            ("journal_rotations".into(), "1".into()),
+        ]
+    );
+}
+
+#[test]
+fn a_fanout_parent_lists_its_children() {
+    let server = Server::start();
+    let mut c = mc(&server);
+    store(&mut c, "p", "x");
+    for queue in ["p+b", "p+a", "pq"] {
+        assert_eq!(get(&mut c, queue), None); // creates it
+    }
+    let s = stats(&mut c);
+    assert_eq!(s["queue_p_children"], "p+a,p+b");
+    for queue in ["p+a", "p+b", "pq"] {
+        assert!(
+            !s.contains_key(&format!("queue_{queue}_children")),
+            "{queue}"
+        );
+        assert!(s.contains_key(&format!("queue_{queue}_journal_rotations")));
+    }
+    // In dump_stats, after the other stats (Kestrel's place for it).
+    let p = dump_stats_of(&mut c, "p");
+    let names: Vec<&str> = p.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(names[..QUEUE_STATS.len()], QUEUE_STATS);
+    assert_eq!(
+        p[QUEUE_STATS.len()..],
+        [("children".into(), "p+a,p+b".into())]
+    );
+    assert_eq!(dump_stats_of(&mut c, "pq").len(), QUEUE_STATS.len());
+    // The children are what a put reaches: a deleted one is gone from the list.
+    assert_eq!(c.ask("delete p+a"), "DELETED");
+    assert_eq!(stats(&mut c)["queue_p_children"], "p+b");
+}
+
+#[test]
+fn reserved_memory_ratio_weighs_the_queues_budgets_against_the_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("KESTREL_DEFAULT_QUEUE__MAX_MEMORY_SIZE", "3GiB")];
+    let server = Server::start_with_env(dir.path(), &[], &env);
+    let mut c = mc(&server);
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("MemTotal in /proc/meminfo");
+    let budget = 3u64 << 30;
+    let ratio = |queues: u64| format!("{:.3}", (queues * budget) as f64 / (kib * 1024) as f64);
+    let ordered = |c: &mut Raw| -> Vec<(String, String)> {
+        c.send("stats\r\n");
+        c.lines_until("END")
+            .iter()
+            .filter_map(|l| l.strip_prefix("STAT "))
+            .map(|l| {
+                let (k, v) = l.split_once(' ').unwrap();
+                (k.to_string(), v.to_string())
+            })
+            .collect()
+    };
+    // Kestrel's place: right after `bytes`.
+    let s = ordered(&mut c);
+    let names: Vec<&str> = s.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        names[3..8],
+        [
+            "curr_items",
+            "total_items",
+            "bytes",
+            "reserved_memory_ratio",
+            "curr_connections"
+        ]
+    );
+    assert_eq!(s[6].1, "0.000");
+    store(&mut c, "a", "1");
+    assert_eq!(stats(&mut c)["reserved_memory_ratio"], ratio(1));
+    assert_eq!(get(&mut c, "b"), None);
+    assert_eq!(stats(&mut c)["reserved_memory_ratio"], ratio(2));
+}
+
+#[test]
+fn value_lines_name_the_bare_queue_or_the_key_as_sent() {
+    for (setting, full) in [(None, false), (Some("bare"), false), (Some("full"), true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let env: Vec<(&str, &str)> = setting
+            .map(|s| ("KESTREL_MEMCACHE_VALUE_KEY", s))
+            .into_iter()
+            .collect();
+        let server = Server::start_with_env(dir.path(), &[], &env);
+        let mut c = mc(&server);
+        for item in ["one", "two", "three", "four"] {
+            store(&mut c, "q", item);
+        }
+        let read = |c: &mut Raw, key: &str, item: &str| {
+            c.send(format!("get {key}\r\n"));
+            let echoed = if full { key } else { "q" };
+            assert_eq!(
+                c.line(),
+                format!("VALUE {echoed} 0 {}", item.len()),
+                "{setting:?}"
+            );
+            assert_eq!(value_rest(c, item.len()), item);
+        };
+        read(&mut c, "q/peek", "one");
+        read(&mut c, "q/open", "one");
+        read(&mut c, "q/close/open/t=10", "two");
+        read(&mut c, "q/open/close", "three");
+        assert_eq!(c.ask("get q/close"), "END");
+        read(&mut c, "q", "four");
+        // Only the first key of a multi-key get is served, and echoed.
+        store(&mut c, "q", "five");
+        c.send("get q/t=1 other\r\n");
+        let echoed = if full { "q/t=1" } else { "q" };
+        assert_eq!(c.line(), format!("VALUE {echoed} 0 4"));
+        assert_eq!(value_rest(&mut c, 4), "five");
+        // monitor names the queue either way: that is the key it was sent.
+        store(&mut c, "q", "six");
+        c.send("monitor q 1 1\r\n");
+        assert_eq!(c.line(), "VALUE q 0 3");
+        assert_eq!(value_rest(&mut c, 3), "six");
+        assert_eq!(c.line(), "END");
+    }
+}
+
+/// The data and `END` after a `VALUE` line announcing `len` bytes.
+fn value_rest(c: &mut Raw, len: usize) -> String {
+    let data = c.bytes(len + 2);
+    assert_eq!(&data[len..], b"\r\n");
+    assert_eq!(c.line(), "END");
+    String::from_utf8(data[..len].to_vec()).unwrap()
 }
 
 #[test]

@@ -234,7 +234,7 @@ impl Collector for Stats {
             ages,
             |m, age: &f64| m.encode_gauge(age),
         )?;
-        let queue_counters: [(&str, &str, QueueGauge); 9] = [
+        let queue_counters: [(&str, &str, QueueGauge); 11] = [
             ("put_items", "Items put into the queue", |q| {
                 q.counters.total_items
             }),
@@ -262,6 +262,16 @@ impl Collector for Stats {
             ("flushes", "Times the queue was flushed", |q| {
                 q.counters.total_flushes
             }),
+            (
+                "journal_rewrites",
+                "Journal segments of the queue reclaimed (deleted or rewritten)",
+                |q| q.counters.journal_rewrites,
+            ),
+            (
+                "journal_rotations",
+                "Journal segments of the queue started",
+                |q| q.counters.journal_rotations,
+            ),
         ];
         for (name, help, read) in queue_counters {
             let samples = queues.iter().map(|(n, q)| (vec![("queue", &**n)], read(q)));

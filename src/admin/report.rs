@@ -79,6 +79,8 @@ impl Report {
                 ("expired_items", c.expired_items),
                 ("discarded", c.discarded),
                 ("total_flushes", c.total_flushes),
+                ("journal_rewrites", c.journal_rewrites),
+                ("journal_rotations", c.journal_rotations),
             ] {
                 r.counters.insert(format!("q/{queue}/{name}"), value);
             }

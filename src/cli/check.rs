@@ -79,6 +79,7 @@ fn entries(c: &ServerConfig) -> Vec<(&'static str, String)> {
             c.protocol_admin_commands.to_string(),
         ),
         ("record_latencies", c.record_latencies.to_string()),
+        ("memcache_value_key", c.memcache_value_key.name().into()),
         ("log_format", c.log_format.name().into()),
         ("log_level", c.log_level.clone()),
         ("shutdown_timeout", secs(c.shutdown_timeout)),

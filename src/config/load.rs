@@ -10,8 +10,8 @@ use serde::Deserialize;
 
 use super::values::{Dur, OptDur, Port, Size};
 use super::{
-    ConfigError, LogFormat, QueueSettings, QueuesConfig, Secret, ServerConfig, ZooKeeperAcl,
-    ZooKeeperConfig, set,
+    ConfigError, LogFormat, QueueSettings, QueuesConfig, Secret, ServerConfig, ValueKey,
+    ZooKeeperAcl, ZooKeeperConfig, set,
 };
 use crate::name;
 use crate::status::ServerStatus;
@@ -30,6 +30,7 @@ struct FileSettings {
     admin_token_file: Option<PathBuf>,
     protocol_admin_commands: Option<bool>,
     record_latencies: Option<bool>,
+    memcache_value_key: Option<String>,
     log_format: Option<String>,
     log_level: Option<String>,
     shutdown_timeout: Option<Dur>,
@@ -206,6 +207,13 @@ fn resolve(s: FileSettings) -> Result<ServerConfig, ConfigError> {
     c.admin_token = admin_token(s.admin_token, s.admin_token_file)?;
     set(&mut c.protocol_admin_commands, s.protocol_admin_commands);
     set(&mut c.record_latencies, s.record_latencies);
+    if let Some(key) = s.memcache_value_key {
+        c.memcache_value_key = ValueKey::parse(&key).ok_or_else(|| {
+            ConfigError(format!(
+                "memcache_value_key: {key:?} is not \"bare\" or \"full\""
+            ))
+        })?;
+    }
     if let Some(format) = s.log_format {
         c.log_format = LogFormat::parse(&format)
             .ok_or_else(|| ConfigError(format!("log_format: {format:?} is not text or json")))?;
@@ -466,6 +474,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("/nonexistent/k.toml"), "{e}");
+    }
+
+    #[test]
+    fn memcache_value_key_is_bare_unless_set_to_full() {
+        assert_eq!(
+            load(None, env(&[])).unwrap().memcache_value_key,
+            ValueKey::Bare
+        );
+        let (_d, path) = file("memcache_value_key = \"full\"\n");
+        assert_eq!(
+            load(Some(&path), env(&[])).unwrap().memcache_value_key,
+            ValueKey::Full
+        );
+        // The environment wins over the file; case does not matter.
+        let c = load(Some(&path), env(&[("KESTREL_MEMCACHE_VALUE_KEY", "Bare")])).unwrap();
+        assert_eq!(c.memcache_value_key, ValueKey::Bare);
+        for bad in ["\"whole\"", "\"\"", "1"] {
+            let (_d, path) = file(&format!("memcache_value_key = {bad}\n"));
+            let e = load(Some(&path), env(&[])).unwrap_err().to_string();
+            assert!(e.contains("memcache_value_key"), "{bad}: {e}");
+        }
     }
 
     #[test]

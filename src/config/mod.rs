@@ -73,6 +73,34 @@ impl LogFormat {
     }
 }
 
+/// Which key a memcache `VALUE` line names (`memcache_value_key`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKey {
+    /// The bare queue name, without the options (`get jobs/open` answers
+    /// `VALUE jobs …`), as Kestrel did.
+    Bare,
+    /// The key exactly as the client sent it (`VALUE jobs/open …`), which
+    /// clients that match the reply's key to the request's (pymemcache) need.
+    Full,
+}
+
+impl ValueKey {
+    pub fn parse(text: &str) -> Option<ValueKey> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "bare" => Some(ValueKey::Bare),
+            "full" => Some(ValueKey::Full),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ValueKey::Bare => "bare",
+            ValueKey::Full => "full",
+        }
+    }
+}
+
 /// A secret setting (the admin port's control token, ZooKeeper
 /// credentials). Its `Debug` shows nothing of it, so the settings can be
 /// logged.
@@ -118,6 +146,8 @@ pub struct ServerConfig {
     pub protocol_admin_commands: bool,
     /// Whether requests record their latencies.
     pub record_latencies: bool,
+    /// Which key memcache `VALUE` lines name.
+    pub memcache_value_key: ValueKey,
     /// How the log is written.
     pub log_format: LogFormat,
     /// What the log lets through: a level (`info`) or `tracing` filter
@@ -187,6 +217,7 @@ impl Default for ServerConfig {
             admin_token: None,
             protocol_admin_commands: true,
             record_latencies: true,
+            memcache_value_key: ValueKey::Bare,
             log_format: LogFormat::Text,
             log_level: "info".into(),
             shutdown_timeout: Duration::from_secs(10),

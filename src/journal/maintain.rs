@@ -248,6 +248,7 @@ impl Journal {
             // Its offsets belong to the old file.
             self.cursor = None;
         }
+        self.turnover.rewrites += 1;
         self.state.segment_rewritten(done.id, done.kept);
     }
 }

@@ -126,6 +126,22 @@ struct Cursor {
     held: Option<StoredItem>,
 }
 
+/// What a journal did to its segments since it was opened, for the queue's
+/// stats (Kestrel's `journal_rotations` and `journal_rewrites`). Counted in
+/// memory only, as Kestrel did: a restart starts again from zero.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Turnover {
+    /// New segments started: the active one reached `max_journal_size` (or a
+    /// failed write left it with records missing), as Kestrel rotated its
+    /// journal file.
+    pub rotations: u64,
+    /// Segments reclaimed: deleted once none of their items was live, or
+    /// rewritten with only their live items. Kestrel's rewrite of the whole
+    /// journal freed the space of consumed items; this journal does that a
+    /// segment at a time.
+    pub rewrites: u64,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Mark {
     generation: u64,
@@ -158,6 +174,7 @@ pub struct Journal {
     /// Segments replayed at recovery and not yet fsynced: the first
     /// checkpoint relies on them, so it fsyncs them first.
     replayed: Vec<u64>,
+    turnover: Turnover,
 }
 
 impl Journal {
@@ -208,6 +225,7 @@ impl Journal {
             failures_seen: 0,
             restless: false,
             replayed: Vec::new(),
+            turnover: Turnover::default(),
         }
     }
 
@@ -218,11 +236,11 @@ impl Journal {
             // Records were dropped from the current segment: continue in a
             // fresh one so sizes and offsets stay true.
             self.failures_seen = failures;
-            self.active += 1;
+            self.rotate();
         }
         let active_size = self.state.segments.get(&self.active).map_or(0, |s| s.size);
         if active_size > 0 && active_size >= self.config.segment_size {
-            self.active += 1;
+            self.rotate();
         }
         let (len, lsn) = self.io.push(self.active, &record);
         self.state.apply(&record, self.active, len);
@@ -235,6 +253,17 @@ impl Journal {
             io: self.io.clone(),
             lsn,
         }
+    }
+
+    /// Moves appends on to a new segment.
+    fn rotate(&mut self) {
+        self.active += 1;
+        self.turnover.rotations += 1;
+    }
+
+    /// What the journal did to its segments since it was opened.
+    pub fn turnover(&self) -> Turnover {
+        self.turnover
     }
 
     /// Puts the queue on the maintenance task's list, unless it is there.

@@ -303,3 +303,38 @@ async fn a_checkpoint_waits_for_the_log_it_describes() {
     let (_, r) = Journal::recover(dir.path(), config(1 << 20), "q", &files()).unwrap();
     assert_eq!(r.items, 1);
 }
+
+#[tokio::test]
+async fn turnover_counts_segments_started_and_reclaimed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::create(dir.path(), config(4096), "q", &files(), 0);
+    let turnover = |j: &Journal| (j.turnover().rotations, j.turnover().rewrites);
+    // A small item, then four of 1000 bytes: segment 1 is full after them.
+    append_all(&mut j, [add(1, 10)]).await;
+    append_all(&mut j, (2..=5).map(|s| add(s, 1000))).await;
+    assert_eq!(turnover(&j), (0, 0));
+    // Their removals start segment 2.
+    let removes = (2..=5).map(|seq| Record::Remove { seq, size: 1000 });
+    append_all(&mut j, removes).await;
+    assert_eq!(turnover(&j), (1, 0));
+    // Segment 1 is rewritten down to the small item, once.
+    maintain(&mut j);
+    maintain(&mut j);
+    assert_eq!(turnover(&j), (1, 1));
+    assert_eq!(
+        fs::metadata(segment::path(dir.path(), 1)).unwrap().len(),
+        ADD_LEN + 10
+    );
+    maintain(&mut j);
+    assert_eq!(turnover(&j), (1, 1));
+    // Consumed, it is deleted: a second reclamation.
+    append_all(&mut j, [Record::Remove { seq: 1, size: 10 }]).await;
+    maintain(&mut j);
+    maintain(&mut j);
+    assert_eq!(turnover(&j), (1, 2));
+    assert!(!segment::path(dir.path(), 1).exists());
+    // Recovery starts counting afresh, as Kestrel's counters did.
+    drop(j);
+    let (j, _) = Journal::recover(dir.path(), config(4096), "q", &files()).unwrap();
+    assert_eq!(turnover(&j), (0, 0));
+}

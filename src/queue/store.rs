@@ -25,7 +25,7 @@ use super::report::{Expired, PutOutcome, Refusal, Taken};
 use super::xid::XidSource;
 use crate::clock::now_ms;
 use crate::config::QueueConfig;
-use crate::journal::{Ack, Journal, Record, Recovery};
+use crate::journal::{Ack, Journal, Record, Recovery, Turnover};
 use crate::stats::{QueueCounters, QueueStats};
 
 /// Most item bytes read back from the journal at a time.
@@ -482,6 +482,8 @@ impl Store {
             && let Some(journal) = fresh(self.created_ms)
         {
             if let Some(old) = self.journal.replace(journal) {
+                // The queue's stats go on counting from where it left off.
+                count_turnover(&mut self.counters, old.turnover());
                 old.destroy();
             }
             self.ack = None;
@@ -590,6 +592,10 @@ impl Store {
         // removed (the sweep and readers remove them).
         self.refill();
         let head = self.ready.iter().find(|i| !i.is_expired(now_ms)).cloned();
+        let mut counters = self.counters.clone();
+        if let Some(journal) = &self.journal {
+            count_turnover(&mut counters, journal.turnover());
+        }
         QueueStats {
             age_ms: head
                 .as_ref()
@@ -602,10 +608,18 @@ impl Store {
             journal_bytes: self.journal.as_ref().map_or(0, Journal::size),
             waiters,
             open_transactions: self.open.len() as u64,
-            counters: self.counters.clone(),
+            max_memory_size: self.config.max_memory_size,
+            children: Vec::new(),
+            counters,
             requests: Default::default(),
         }
     }
+}
+
+/// Adds what a journal did to its segments to the queue's counters.
+fn count_turnover(counters: &mut QueueCounters, t: Turnover) {
+    counters.journal_rotations += t.rotations;
+    counters.journal_rewrites += t.rewrites;
 }
 
 #[cfg(test)]

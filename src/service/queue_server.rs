@@ -509,12 +509,22 @@ impl QueueService for QueueServer {
             rejected_creates: lifecycle.rejected_creates,
             open_files: lifecycle.open_files,
             journal_fsyncs: lifecycle.fsyncs,
+            physical_memory: crate::memory::physical(),
             latencies: s.latencies.snapshot(),
             queues: self
                 .queues
                 .all()
                 .into_iter()
-                .map(|q| (q.name().clone(), q.stats()))
+                .map(|q| {
+                    let mut stats = q.stats();
+                    stats.children = self
+                        .queues
+                        .children(q.name())
+                        .iter()
+                        .map(|child| child.name().clone())
+                        .collect();
+                    (q.name().clone(), stats)
+                })
                 .collect(),
         }
     }

@@ -129,8 +129,27 @@ pub struct ServerStats {
     pub open_files: u64,
     /// fsyncs of journal files and directories since the server started.
     pub journal_fsyncs: u64,
+    /// The machine's memory in bytes, if it could be read.
+    pub physical_memory: Option<u64>,
     pub latencies: LatencySnapshots,
     pub queues: Vec<(Arc<str>, QueueStats)>,
+}
+
+impl ServerStats {
+    /// Kestrel's `reserved_memory_ratio`: the memory the queues may hold
+    /// (the sum of their `max_memory_size`) over the machine's memory, where
+    /// Kestrel divided by the JVM's largest heap. Above 1 the queues' budgets
+    /// together could exhaust the machine. `None` if its memory is unknown.
+    pub fn reserved_memory_ratio(&self) -> Option<f64> {
+        let reserved: u64 = self
+            .queues
+            .iter()
+            .map(|(_, q)| q.max_memory_size)
+            .fold(0, u64::saturating_add);
+        self.physical_memory
+            .filter(|&total| total > 0)
+            .map(|total| reserved as f64 / total as f64)
+    }
 }
 
 /// Counters of one queue, as reported by stats.
@@ -148,6 +167,10 @@ pub struct QueueCounters {
     pub canceled_transactions: u64,
     /// Times the queue was flushed.
     pub total_flushes: u64,
+    /// New journal segments started (see `journal::Turnover`).
+    pub journal_rotations: u64,
+    /// Journal segments reclaimed: deleted or rewritten.
+    pub journal_rewrites: u64,
 }
 
 /// One queue, as peek and stats report it: a consistent snapshot taken
@@ -164,6 +187,11 @@ pub struct QueueStats {
     pub journal_bytes: u64,
     pub waiters: u64,
     pub open_transactions: u64,
+    /// The queue's `max_memory_size`: what it may hold in memory.
+    pub max_memory_size: u64,
+    /// Its fanout children (`<name>+…`), by name; filled in by the service,
+    /// which knows the other queues.
+    pub children: Vec<Arc<str>>,
     pub counters: QueueCounters,
     /// What the service measured of the queue's requests.
     pub requests: QueueRequests,

@@ -28,9 +28,10 @@ class Server:
     """A kestrel process; its log lines are collected as they arrive.
 
     The admin HTTP port is an ephemeral one too unless `extra` sets
-    `--admin-port` itself, or `admin_port=None` leaves it to the settings."""
+    `--admin-port` itself, or `admin_port=None` leaves it to the settings.
+    `settings` are KESTREL_* variables to start it with."""
 
-    def __init__(self, data_dir, *extra, admin_port="0"):
+    def __init__(self, data_dir, *extra, admin_port="0", settings=None):
         self.data_dir = pathlib.Path(data_dir)
         if admin_port is not None and "--admin-port" not in extra:
             extra = ("--admin-port", admin_port, *extra)
@@ -38,7 +39,7 @@ class Server:
             [BINARY, "--listen", "127.0.0.1", "--thrift-port", "0", "--memcache-port", "0",
              "--text-port", "0", "--data-dir", str(self.data_dir), *extra],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            env=self.environment(), text=True,
+            env=self.environment(**(settings or {})), text=True,
         )
         self.log = []
         self._lines = queue.Queue()

@@ -28,7 +28,8 @@ GLOBAL_COUNTERS = (
     "journal_fsyncs").split()
 QUEUE_COUNTERS = (
     "total_items put_items put_bytes get_items_hit get_items_miss transactions "
-    "canceled_transactions expired_items discarded total_flushes").split()
+    "canceled_transactions expired_items discarded total_flushes journal_rewrites "
+    "journal_rotations").split()
 GLOBAL_GAUGES = ("connections items bytes open_files uptime status/readable "
                  "status/writeable").split()
 QUEUE_GAUGES = ("items bytes journal_size mem_items mem_bytes age_msec waiters "
@@ -493,7 +494,9 @@ def test_metrics_parse_and_agree_with_stats_json(server, mc):
                 "discarded": "kestrel_queue_discarded",
                 "transactions": "kestrel_queue_transactions",
                 "canceled_transactions": "kestrel_queue_canceled_transactions",
-                "total_flushes": "kestrel_queue_flushes"}
+                "total_flushes": "kestrel_queue_flushes",
+                "journal_rewrites": "kestrel_queue_journal_rewrites",
+                "journal_rotations": "kestrel_queue_journal_rotations"}
     for q in ("a", "b"):
         for json_name, prom in gauges.items():
             assert sample(samples, prom, "gauge", queue=q) == j2["gauges"][f"q/{q}/{json_name}"], \

@@ -6,6 +6,7 @@ import time
 
 import memcache
 import pytest
+from conftest import Server
 from pymemcache.client.base import Client as PymemcacheClient
 
 
@@ -111,13 +112,95 @@ def test_pymemcache_options(pym):
     assert pym.stats()[b"queue_r_open_transactions"] == 0
 
 
-def test_stock_pymemcache_rejects_the_bare_queue_name(server):
-    """Evidence for the closing note: unmodified pymemcache 4.0 cannot read a
-    `VALUE q` reply to `get q/open` (Kestrel's wire format, kept here)."""
+def wait_for_stat(client, name, value, timeout=20.0):
+    """Polls pymemcache `stats` until `name` reads `value` (a server-side
+    state, such as a disconnect's aborted reads, with no event to wait on)."""
+    deadline = time.monotonic() + timeout
+    while client.stats().get(name) != value:
+        assert time.monotonic() < deadline, f"{name} never became {value}"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def server_with(tmp_path):
+    """Starts servers with KESTREL_* settings; stops them after the test."""
+    servers = []
+
+    def start(**settings):
+        s = Server(tmp_path / f"data-{len(servers)}", settings=settings)
+        servers.append(s)
+        return s
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+N_ITEMS = 300
+ITEMS = [b"item-%d" % i for i in range(N_ITEMS)]
+
+
+def filled(server):
+    """A stock pymemcache client, after putting ITEMS into queue `work`."""
     c = PymemcacheClient(server.memcache, timeout=30)
-    c.set("s", b"x", noreply=False)
-    assert c.get("s") == b"x"  # plain gets work
-    c.set("s", b"y", noreply=False)
-    with pytest.raises(KeyError):
-        c.get("s/open")
-    c.close()
+    for item in ITEMS:
+        assert c.set("work", item, noreply=False)
+    return c
+
+
+def test_stock_pymemcache_rejects_bare_value_keys(server_with):
+    """With memcache_value_key = "bare" (the default, Kestrel's `VALUE
+    <queue>`), unmodified pymemcache 4.0 cannot run the reliable worker loop:
+    it matches each VALUE line's key to the key it asked for, and raises
+    KeyError for the bare queue name."""
+    for settings in ({}, {"KESTREL_MEMCACHE_VALUE_KEY": "bare"}):
+        server = server_with(**settings)
+        producer = filled(server)
+        worker = PymemcacheClient(server.memcache, timeout=30)
+        with pytest.raises(KeyError):
+            worker.get("work/close/open")
+        # pymemcache dropped the connection: the item it was sent goes back.
+        wait_for_stat(producer, b"queue_work_open_transactions", 0)
+        assert worker.get("work") == b"item-0"  # plain gets work (same key)
+        assert producer.stats()[b"queue_work_items"] == N_ITEMS - 1
+        worker.close()
+        producer.close()
+
+
+def test_stock_pymemcache_reliable_read_loop_with_full_value_keys(server_with):
+    """With memcache_value_key = "full" the VALUE line echoes the key as
+    sent, and unmodified pymemcache runs the worker loop: each `get
+    work/close/open` confirms the previous item and opens the next. Two
+    workers deliver every item exactly once, after a third disconnected
+    holding one open."""
+    server = server_with(KESTREL_MEMCACHE_VALUE_KEY="full")
+    producer = filled(server)
+    quitter = PymemcacheClient(server.memcache, timeout=30)
+    assert quitter.get("work/open") == b"item-0"
+    quitter.close()
+    # Its open item goes back to the head, for a worker to get.
+    wait_for_stat(producer, b"queue_work_open_transactions", 0)
+
+    delivered = [[], []]
+
+    def worker(out):
+        c = PymemcacheClient(server.memcache, timeout=30)
+        # The last get confirms the last item and finds the queue empty.
+        while (item := c.get("work/close/open")) is not None:
+            out.append(item)
+        c.close()
+
+    threads = [threading.Thread(target=worker, args=(out,)) for out in delivered]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # Every item once, none twice, each worker's in queue order.
+    assert sorted(delivered[0] + delivered[1]) == sorted(ITEMS)
+    for out in delivered:
+        assert out == sorted(out, key=ITEMS.index)
+    stats = producer.stats()
+    assert (stats[b"queue_work_items"], stats[b"queue_work_open_transactions"]) == (0, 0)
+    assert stats[b"queue_work_transactions"] == N_ITEMS + 1
+    assert stats[b"queue_work_canceled_transactions"] == 1  # the quitter's
+    producer.close()

@@ -33,6 +33,9 @@ pub enum Request {
         noreply: bool,
     },
     Get {
+        /// The key exactly as sent (`jobs/close/open`), for a reply that
+        /// echoes it.
+        key: String,
         queue: String,
         options: GetOptions,
     },
@@ -380,7 +383,11 @@ fn parse_get(args: &[&[u8]]) -> Result<Request, String> {
     if options.peek && options.abort {
         return Err("peek and abort cannot be combined".into());
     }
-    Ok(Request::Get { queue, options })
+    Ok(Request::Get {
+        key,
+        queue,
+        options,
+    })
 }
 
 #[cfg(test)]
@@ -442,6 +449,7 @@ mod tests {
                     noreply: true
                 }),
                 Frame::Request(Request::Get {
+                    key: "q".into(),
                     queue: "q".into(),
                     options: GetOptions::default()
                 }),
@@ -458,6 +466,7 @@ mod tests {
             assert_eq!(
                 request(&format!("{line}{end}")),
                 Request::Get {
+                    key: "q".repeat(60),
                     queue: "q".repeat(60),
                     options: GetOptions::default()
                 },
@@ -540,6 +549,13 @@ mod tests {
             Request::Get { options, .. } => options,
             other => panic!("{other:?}"),
         };
+        // The key is kept as sent, options and all; the queue is bare.
+        match request("get q/close/open/t=5 other\r\n") {
+            Request::Get { key, queue, .. } => {
+                assert_eq!((key.as_str(), queue.as_str()), ("q/close/open/t=5", "q"))
+            }
+            other => panic!("{other:?}"),
+        }
         let o = opts("q/t=500/close/open/whatever");
         assert_eq!(
             (o.timeout, o.open, o.close),

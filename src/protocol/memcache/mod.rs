@@ -15,7 +15,7 @@ use bytes::{BufMut, BytesMut};
 
 use super::connection::{Closed, Connection, Context, Handled, Protocol};
 use super::line::Limits;
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, ValueKey};
 use crate::service::{Expiry, GetRequest, QueueService, Read, ServiceError, Transactions};
 use crate::stats::{self, QueueStats, ServerStats};
 use crate::status::ServerStatus;
@@ -35,6 +35,11 @@ fn server_fields(s: &ServerStats) -> Vec<(&'static str, String)> {
         ("curr_items", curr_items.to_string()),
         ("total_items", s.total_items.to_string()),
         ("bytes", bytes.to_string()),
+        (
+            "reserved_memory_ratio",
+            // Kestrel's format; 0 when the machine's memory is unknown.
+            format!("{:.3}", s.reserved_memory_ratio().unwrap_or(0.0)),
+        ),
         ("curr_connections", s.curr_connections.to_string()),
         ("total_connections", s.total_connections.to_string()),
         ("cmd_get", s.cmd_get.to_string()),
@@ -58,8 +63,9 @@ fn server_fields(s: &ServerStats) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// One queue's stats, named and ordered as Kestrel's `queue_<name>_<stat>`.
-fn queue_fields(q: &QueueStats) -> [(&'static str, u64); 14] {
+/// One queue's stats, named and ordered as Kestrel's `queue_<name>_<stat>`
+/// (a fanout parent's `children` follows them: see [`children`]).
+fn queue_fields(q: &QueueStats) -> [(&'static str, u64); 16] {
     let c = &q.counters;
     [
         ("items", q.items),
@@ -76,7 +82,16 @@ fn queue_fields(q: &QueueStats) -> [(&'static str, u64); 14] {
         ("transactions", c.transactions),
         ("canceled_transactions", c.canceled_transactions),
         ("total_flushes", c.total_flushes),
+        ("journal_rewrites", c.journal_rewrites),
+        ("journal_rotations", c.journal_rotations),
     ]
+}
+
+/// A fanout parent's `children` stat, as Kestrel printed it after the
+/// others: its children's names, comma-separated. `None` for a queue
+/// without children.
+fn children(q: &QueueStats) -> Option<String> {
+    (!q.children.is_empty()).then(|| q.children.join(","))
 }
 
 /// The one place a refused call becomes a memcache reply.
@@ -100,9 +115,9 @@ fn line(out: &mut BytesMut, text: &str) {
     out.put_slice(b"\r\n");
 }
 
-fn value(out: &mut BytesMut, queue: &str, data: &[u8]) {
-    out.reserve(queue.len() + data.len() + 32);
-    out.put_slice(format!("VALUE {queue} 0 {}\r\n", data.len()).as_bytes());
+fn value(out: &mut BytesMut, key: &str, data: &[u8]) {
+    out.reserve(key.len() + data.len() + 32);
+    out.put_slice(format!("VALUE {key} 0 {}\r\n", data.len()).as_bytes());
     out.put_slice(data);
     out.put_slice(b"\r\nEND\r\n");
 }
@@ -186,7 +201,19 @@ async fn execute(
             }
             reply
         }
-        Request::Get { queue, options } => return get(cx, conn, &queue, options).await,
+        Request::Get {
+            key,
+            queue,
+            options,
+        } => {
+            // The VALUE line names the bare queue, as Kestrel's did, or the
+            // key as sent, for clients that check it (memcache_value_key).
+            let reply_key = match cx.shared.config.memcache_value_key {
+                ValueKey::Bare => &queue,
+                ValueKey::Full => &key,
+            };
+            return get(cx, conn, &queue, reply_key, options).await;
+        }
         Request::Monitor {
             queue,
             timeout,
@@ -239,6 +266,9 @@ async fn execute(
                 for (name, value) in queue_fields(q) {
                     text += &format!("STAT queue_{queue}_{name} {value}\r\n");
                 }
+                if let Some(children) = children(q) {
+                    text += &format!("STAT queue_{queue}_children {children}\r\n");
+                }
             }
             text + "END"
         }
@@ -251,6 +281,9 @@ async fn execute(
                 text += &format!("queue '{queue}' {{\r\n");
                 for (name, value) in queue_fields(q) {
                     text += &format!("  {name}={value}\r\n");
+                }
+                if let Some(children) = children(q) {
+                    text += &format!("  children={children}\r\n");
                 }
                 text += "}\r\n";
             }
@@ -281,11 +314,12 @@ async fn execute(
 }
 
 /// `get queue/options`: the transaction options first, then the read.
-/// Appends the reply.
+/// Appends the reply, an item's `VALUE` line naming `reply_key`.
 async fn get(
     cx: &mut Context<'_>,
     conn: &mut Connection<'_, McCodec>,
     queue: &str,
+    reply_key: &str,
     options: GetOptions,
 ) -> Handled {
     let (service, session) = (cx.service, &mut cx.session);
@@ -326,7 +360,7 @@ async fn get(
     };
     match conn.run(service.get(session, queue, request)).await? {
         Ok(reading) => match reading.finish().await.first() {
-            Some(item) => value(&mut conn.out, queue, &item.data),
+            Some(item) => value(&mut conn.out, reply_key, &item.data),
             None => line(&mut conn.out, "END"),
         },
         Err(e) => line(&mut conn.out, &error_reply(&e)),

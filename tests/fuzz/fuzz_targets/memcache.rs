@@ -7,14 +7,16 @@
 //!   first bytes of the input say where) yields exactly the frames the whole
 //!   stream does.
 //! - Every request means what it says: written back to the wire, it decodes,
-//!   from exactly those bytes, to the same request.
+//!   from exactly those bytes, to the same request (a get's options written
+//!   in a canonical order, its key being the key of that line). A get's key
+//!   is what the client sent: its queue, then any options.
 #![no_main]
 
 use std::time::Duration;
 
 use bytes::BytesMut;
-use kestrel::protocol::memcache::{Frame, McCodec, Request};
 use kestrel::protocol::line::Limits;
+use kestrel::protocol::memcache::{Frame, GetOptions, McCodec, Request};
 use kestrel_fuzz::{pieces, split_header};
 use libfuzzer_sys::fuzz_target;
 use tokio_util::codec::Decoder;
@@ -33,10 +35,16 @@ fuzz_target!(|data: &[u8]| {
     );
     for frame in &whole {
         if let Frame::Request(request) = frame {
+            if let Request::Get { key, queue, .. } = request {
+                assert!(
+                    key == queue || key.starts_with(&format!("{queue}/")),
+                    "key {key:?} of queue {queue:?}"
+                );
+            }
             let wire = encode(request);
             assert_eq!(
                 decode(&[&wire]),
-                [Frame::Request(request.clone())],
+                [Frame::Request(canonical(request))],
                 "{:?} re-encoded as {:?}",
                 request,
                 String::from_utf8_lossy(&wire)
@@ -87,24 +95,7 @@ fn encode(request: &Request) -> Vec<u8> {
             out.extend_from_slice(b"\r\n");
             return out;
         }
-        Request::Get { queue, options } => {
-            let mut key = queue.clone();
-            if let Some(t) = options.timeout {
-                key += &format!("/t={}", millis(t));
-            }
-            for (on, name) in [
-                (options.open, "open"),
-                (options.close, "close"),
-                (options.abort, "abort"),
-                (options.peek, "peek"),
-            ] {
-                if on {
-                    key += "/";
-                    key += name;
-                }
-            }
-            format!("get {key}")
-        }
+        Request::Get { queue, options, .. } => format!("get {}", get_key(queue, options)),
         Request::Monitor {
             queue,
             timeout,
@@ -138,6 +129,38 @@ fn encode(request: &Request) -> Vec<u8> {
     out.extend_from_slice(line.as_bytes());
     out.extend_from_slice(b"\r\n");
     out
+}
+
+/// A get's key with its options in a canonical order.
+fn get_key(queue: &str, options: &GetOptions) -> String {
+    let mut key = queue.to_string();
+    if let Some(t) = options.timeout {
+        key += &format!("/t={}", millis(t));
+    }
+    for (on, name) in [
+        (options.open, "open"),
+        (options.close, "close"),
+        (options.abort, "abort"),
+        (options.peek, "peek"),
+    ] {
+        if on {
+            key += "/";
+            key += name;
+        }
+    }
+    key
+}
+
+/// The request as [`encode`] writes it: a get's key in canonical form.
+fn canonical(request: &Request) -> Request {
+    match request {
+        Request::Get { queue, options, .. } => Request::Get {
+            key: get_key(queue, options),
+            queue: queue.clone(),
+            options: *options,
+        },
+        other => other.clone(),
+    }
 }
 
 fn millis(d: Duration) -> u128 {
