@@ -569,7 +569,7 @@ impl QueueCollection {
     /// its directory is out of the way before the name can be created again.
     fn destroy(&self, q: &Queue) {
         if q.delete() {
-            self.dirs.discard(&self.dirs.path(q.name()));
+            q.with_files_still(|| self.dirs.discard(&self.dirs.path(q.name())));
         }
     }
 
@@ -583,7 +583,7 @@ impl QueueCollection {
             .is_some_and(|held| Arc::ptr_eq(held, q))
         {
             queues.remove(q.name());
-            self.dirs.discard(&self.dirs.path(q.name()));
+            q.with_files_still(|| self.dirs.discard(&self.dirs.path(q.name())));
             self.deletes.fetch_add(1, Ordering::Relaxed);
             self.expires.fetch_add(1, Ordering::Relaxed);
         }

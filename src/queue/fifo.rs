@@ -34,6 +34,12 @@ pub struct Queue {
     /// The service's counts and latencies of this queue's requests: kept
     /// here so they live and die with the queue, outside its lock.
     metrics: QueueMetrics,
+    /// Held while a journal maintenance job works on the queue's files
+    /// outside the state lock, and by whoever moves the queue's directory
+    /// away (flush, delete): a job in flight must never act on a directory
+    /// that has meanwhile become another journal's (a checkpoint stored into
+    /// it, a segment of the same number deleted from it).
+    files: Mutex<()>,
 }
 
 /// Everything under the queue's lock.
@@ -79,6 +85,7 @@ impl Queue {
                 deleted: false,
             }),
             metrics: QueueMetrics::default(),
+            files: Mutex::new(()),
         }
     }
 
@@ -221,9 +228,15 @@ impl Queue {
     /// Removes every ready item, in memory and on disk; open transactions are
     /// untouched. `fresh` may supply an empty journal to replace the old one
     /// (see [`Store::flush`]).
+    ///
+    /// `fresh` is only asked while no maintenance job works on the files
+    /// (it may move the directory away); during one, the flush is journaled.
     pub fn flush(&self, fresh: impl FnOnce(i64) -> Option<Journal>) -> Option<Ack> {
         let mut st = self.lock();
-        let items = st.store.flush(fresh);
+        let items = st.store.flush(|created_ms| {
+            let _files = self.files.try_lock().ok()?;
+            fresh(created_ms)
+        });
         let ack = st.store.take_ack();
         drop(st);
         drop_items(items);
@@ -271,6 +284,13 @@ impl Queue {
         idle
     }
 
+    /// Runs `f`, which moves the queue's directory away, once no journal
+    /// maintenance job is working on it (waiting for one in flight).
+    pub fn with_files_still<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        f()
+    }
+
     /// The settings in force.
     pub fn config(&self) -> Arc<QueueConfig> {
         self.lock().store.config().clone()
@@ -306,6 +326,7 @@ impl Queue {
     /// journal still wants maintenance later. Blocking: run it off the async
     /// runtime.
     pub fn maintain_journal(&self, now: bool) -> std::io::Result<bool> {
+        let _files = self.files.lock().unwrap_or_else(|e| e.into_inner());
         let job = match self.lock().store.journal_mut() {
             Some(journal) => journal.checkpoint_job(now),
             None => return Ok(false),

@@ -332,3 +332,40 @@ async fn one_read_takes_at_most_its_byte_budget_and_at_least_one_item() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].item.data, huge);
 }
+
+#[test]
+fn a_flush_keeps_the_directory_while_a_maintenance_job_works_on_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open_journaled(dir.path(), 1 << 20);
+    put(&q, &["a"]);
+    let asked = std::cell::Cell::new(0);
+    let fresh = |_| {
+        asked.set(asked.get() + 1);
+        None
+    };
+    // A job in flight (it holds the files outside the state lock): the
+    // directory must not be swapped under it, so the flush is journaled.
+    let job = q.files.lock().unwrap();
+    q.flush(fresh);
+    assert_eq!(
+        asked.get(),
+        0,
+        "no fresh journal while a job works on the files"
+    );
+    drop(job);
+    put(&q, &["b"]);
+    q.flush(fresh);
+    assert_eq!(asked.get(), 1);
+    // Moving the directory away waits for the job in flight.
+    let job = q.files.lock().unwrap();
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let moved = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let mover = s.spawn(|| q.with_files_still(|| moved.store(true, Ordering::SeqCst)));
+        std::thread::sleep(Duration::from_millis(50)); // the wait itself is under test
+        assert!(!moved.load(Ordering::SeqCst), "moved while the job ran");
+        drop(job);
+        mover.join().unwrap();
+    });
+    assert!(moved.load(Ordering::SeqCst));
+}
