@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         None => run(&cli.server),
         Some(Command::CheckConfig(args)) => kestrel::cli::check_config(&args),
         Some(Command::Admin(args)) => kestrel::cli::admin::run(args),
+        Some(Command::DumpJournal(args)) => kestrel::cli::dump::run(args),
     }
 }
 

@@ -1,11 +1,12 @@
 //! The command line: `kestrel` runs the server; `kestrel check-config`
 //! checks the settings and prints them with where each came from;
-//! `kestrel admin` talks to a running server. The definition lives in the
-//! library so that the man page is generated from the same source
-//! ([`command`]).
+//! `kestrel admin` talks to a running server; `kestrel dump-journal` shows
+//! what a queue's journal holds. The definition lives in the library so that
+//! the man page is generated from the same source ([`command`]).
 
 pub mod admin;
 mod check;
+pub mod dump;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -40,6 +41,10 @@ pub enum Command {
     CheckConfig(ServerArgs),
     /// Talk to a running server: stats, peek, put, get, flush, delete, status.
     Admin(admin::AdminArgs),
+    /// Print what a queue's journal holds: a summary of its checkpoints and
+    /// segments, every record, or the live items. Read-only; safe while the
+    /// server runs.
+    DumpJournal(dump::DumpArgs),
 }
 
 /// The settings a command line may give (each also a setting of the file).

@@ -23,7 +23,7 @@ use super::recover::{Recovery, replay, roll_back};
 use super::runs::Runs;
 use super::segment::{self, Next, Reader};
 
-pub use super::segment::Damage;
+pub use super::segment::{Damage, file_name};
 
 /// Looks taken before giving up on a consistent one, when the server writes
 /// a checkpoint or reclaims a segment while the journal is being read.
@@ -70,7 +70,7 @@ impl Inspection {
             match Inspection::look(dir, &files) {
                 // A segment reclaimed between the listing and its reading.
                 Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < ATTEMPTS => {}
-                Ok(look) if attempt < ATTEMPTS && look.generation != newest_generation(dir) => {}
+                Ok(look) if attempt < ATTEMPTS && look.moved_on() => {}
                 other => return other,
             }
             attempt += 1;
@@ -103,6 +103,15 @@ impl Inspection {
         })
     }
 
+    /// Whether the server wrote a checkpoint since this look was taken: it
+    /// may have reclaimed segments meanwhile, so records this look counts
+    /// on may be gone.
+    pub fn moved_on(&self) -> bool {
+        let present = checkpoint::FILES.map(String::from);
+        let now = checkpoint::newest_first(checkpoint::read(&self.dir, &present));
+        now.first().map(|c| c.generation) != self.generation
+    }
+
     /// Whether the item `seq` is in the queue a start would recover.
     pub fn is_live(&self, seq: u64) -> bool {
         self.live.contains(seq)
@@ -117,14 +126,6 @@ impl Inspection {
             Err(e) => Err(e),
         }
     }
-}
-
-/// The generation of the newest intact checkpoint in `dir` now.
-fn newest_generation(dir: &Path) -> Option<u64> {
-    let present = checkpoint::FILES.map(String::from);
-    checkpoint::newest_first(checkpoint::read(dir, &present))
-        .first()
-        .map(|c| c.generation)
 }
 
 /// One segment's records, read as recovery reads them, up to the file's

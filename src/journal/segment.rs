@@ -10,9 +10,14 @@ use std::sync::Arc;
 use super::files::{Files, Key};
 use super::record::{self, Decoded, Record};
 
+/// The file name of segment `id`.
+pub fn file_name(id: u64) -> String {
+    format!("{id:016x}.log")
+}
+
 /// The file of segment `id` in `dir`.
 pub fn path(dir: &Path, id: u64) -> PathBuf {
-    dir.join(format!("{id:016x}.log"))
+    dir.join(file_name(id))
 }
 
 /// Suffix of the temporary file a segment is rewritten into.
