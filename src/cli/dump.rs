@@ -202,11 +202,12 @@ struct Walk {
     segments: Vec<SegmentFacts>,
     /// Bytes without intact records, but for a record being written.
     damaged: bool,
-    /// Live items whose record was not found.
-    missing: u64,
-    /// Whether the server reclaimed segments while the walk ran, so that
-    /// missing items are not necessarily damage.
-    moved_on: bool,
+    /// Live items whose record was not found, and still live: lost to
+    /// damage.
+    lost: u64,
+    /// Live items whose record was not found, served since and their
+    /// records reclaimed by the server while the walk ran.
+    served: u64,
 }
 
 /// What the walk shows as it reads it.
@@ -249,10 +250,10 @@ fn walk(
 ) -> Result<Walk, DumpError> {
     let mut segments = Vec::with_capacity(look.segments.len());
     let mut damaged = false;
-    let mut gone = false;
-    let mut found = 0u64;
     // ADDs are in sequence order: a live item's first ADD is the one served.
     let mut next_item = 0u64;
+    // Live items whose ADD was not found, as runs `[start, end)`.
+    let mut missing = Vec::new();
     for &id in &look.segments {
         let mut facts = SegmentFacts {
             id,
@@ -264,7 +265,6 @@ fn walk(
             source,
         };
         let Some(mut records) = look.records(id).map_err(read)? else {
-            gone = true;
             show(Seen::Gone { facts: &facts })?;
             segments.push(facts);
             continue;
@@ -285,7 +285,7 @@ fn walk(
                             }));
                     }
                     if item {
-                        found += 1;
+                        note_missing(look, next_item, seq, &mut missing);
                         facts.live += 1;
                         next_item = seq + 1;
                     }
@@ -319,35 +319,79 @@ fn walk(
         }
         segments.push(facts);
     }
+    note_missing(look, next_item, u64::MAX, &mut missing);
+    let (lost, served) = confirm(dir, &missing)?;
     Ok(Walk {
         segments,
         damaged,
-        missing: look.recovery.items.saturating_sub(found),
-        moved_on: gone || look.moved_on(),
+        lost,
+        served,
     })
+}
+
+/// Adds the live items in `[from, to)` to the runs `missing`.
+fn note_missing(look: &Inspection, from: u64, to: u64, missing: &mut Vec<(u64, u64)>) {
+    let mut at = from;
+    while let Some(seq) = look.next_live(at).filter(|&seq| seq < to) {
+        match missing.last_mut() {
+            Some((_, end)) if *end == seq => *end += 1,
+            _ => missing.push((seq, seq + 1)),
+        }
+        at = seq + 1;
+    }
+}
+
+/// Splits the live items whose ADD the walk did not find into those lost
+/// to damage and those the server served, and reclaimed the records of,
+/// while the walk ran: by a fresh look. An item still live in it was live
+/// all along, so the server never reclaimed its ADD, and the walk missed
+/// it only because it is damaged or gone.
+fn confirm(dir: &Path, missing: &[(u64, u64)]) -> Result<(u64, u64), DumpError> {
+    if missing.is_empty() {
+        return Ok((0, 0));
+    }
+    let now = Inspection::open(dir).map_err(|source| DumpError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let (mut lost, mut served) = (0, 0);
+    for seq in missing.iter().flat_map(|&(start, end)| start..end) {
+        if now.is_live(seq) {
+            lost += 1;
+        } else {
+            served += 1;
+        }
+    }
+    Ok((lost, served))
 }
 
 impl Walk {
     /// Whether anything was found damaged: bytes, a checkpoint file, or
-    /// items that are gone for no reason but damage.
+    /// items lost.
     fn damage(&self, look: &Inspection) -> bool {
-        self.damaged
-            || look.checkpoints.iter().any(|c| c.contents.is_none())
-            || (self.missing > 0 && !self.moved_on)
+        self.damaged || look.checkpoints.iter().any(|c| c.contents.is_none()) || self.lost > 0
     }
 
-    /// What went missing, in words.
-    fn missing_text(&self) -> String {
-        let n = self.missing;
-        let items = if n == 1 { "item has" } else { "items have" };
-        if self.moved_on {
-            format!(
-                "{n} live {items} no record left: the server reclaimed segments while this ran \
-                 (run it again)"
-            )
-        } else {
-            format!("{n} live {items} no intact record: lost to damage")
+    /// What went missing, in words: the lost items, then those served
+    /// meanwhile.
+    fn missing_text(&self) -> Vec<String> {
+        let items = |n: u64| if n == 1 { "item has" } else { "items have" };
+        let mut text = Vec::new();
+        if self.lost > 0 {
+            let n = self.lost;
+            text.push(format!(
+                "{n} live {} no intact record: lost to damage",
+                items(n)
+            ));
         }
+        if self.served > 0 {
+            let n = self.served;
+            text.push(format!(
+                "{n} live {} no record left: served, and the records reclaimed, while this ran",
+                items(n)
+            ));
+        }
+        text
     }
 }
 
@@ -357,8 +401,8 @@ fn notes(look: &Inspection, walk: &Walk) {
     for c in look.checkpoints.iter().filter(|c| c.contents.is_none()) {
         eprintln!("kestrel dump-journal: {}", checkpoint_damage(c));
     }
-    if walk.missing > 0 {
-        eprintln!("kestrel dump-journal: {}", walk.missing_text());
+    for text in walk.missing_text() {
+        eprintln!("kestrel dump-journal: {text}");
     }
 }
 
@@ -849,8 +893,8 @@ fn summary_text(
         file_name(look.replay_from.segment),
         look.replay_from.offset
     );
-    if walk.missing > 0 {
-        let _ = writeln!(s, "  missing     {}", walk.missing_text());
+    for text in walk.missing_text() {
+        let _ = writeln!(s, "  missing     {text}");
     }
     let _ = writeln!(s);
     let _ = writeln!(
@@ -957,7 +1001,8 @@ fn summary_json(
                 "offset": look.replay_from.offset,
             },
             "replayed_bytes": look.replayed,
-            "missing_items": walk.missing,
+            "lost_items": walk.lost,
+            "served_meanwhile": walk.served,
         },
         "damage": damage,
     })

@@ -106,7 +106,7 @@ impl Inspection {
     /// Whether the server wrote a checkpoint since this look was taken: it
     /// may have reclaimed segments meanwhile, so records this look counts
     /// on may be gone.
-    pub fn moved_on(&self) -> bool {
+    fn moved_on(&self) -> bool {
         let present = checkpoint::FILES.map(String::from);
         let now = checkpoint::newest_first(checkpoint::read(&self.dir, &present));
         now.first().map(|c| c.generation) != self.generation
@@ -115,6 +115,11 @@ impl Inspection {
     /// Whether the item `seq` is in the queue a start would recover.
     pub fn is_live(&self, seq: u64) -> bool {
         self.live.contains(seq)
+    }
+
+    /// The first item at or after `seq` in the queue a start would recover.
+    pub fn next_live(&self, seq: u64) -> Option<u64> {
+        self.live.next_at_or_after(seq)
     }
 
     /// Reads segment `id` front to back; `None` if it is gone (reclaimed by
