@@ -271,7 +271,7 @@ fn walk(
         };
         facts.size = Some(records.file_len());
         loop {
-            match records.next().map_err(read)? {
+            match records.next_entry().map_err(read)? {
                 Entry::Record { offset, record, .. } => {
                     facts.kinds[kind(&record)] += 1;
                     let seq = record.seq();
@@ -736,6 +736,12 @@ fn runs_text(runs: impl Iterator<Item = (u64, u64)>, count: usize) -> String {
 }
 
 fn checkpoint_text(s: &mut String, c: &Checkpoint) {
+    let name = match c.name.as_str() {
+        "" => "(none: a version 1 checkpoint)".into(),
+        // From the disk: shown safely, whatever it holds.
+        name => printable(name.as_bytes(), None),
+    };
+    let _ = writeln!(s, "  queue name    {name}");
     let from = &c.replay_from;
     let _ = writeln!(
         s,
@@ -925,6 +931,7 @@ fn summary_json(
                 v["error"] = json!(e);
             }
             if let Some(cp) = &c.contents {
+                v["name"] = json!(cp.name);
                 v["generation"] = json!(cp.generation);
                 v["replay_from"] = json!({
                     "segment": file_name(cp.replay_from.segment),

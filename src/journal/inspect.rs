@@ -173,7 +173,7 @@ impl Records {
     }
 
     /// The next record, or what stands in its place.
-    pub fn next(&mut self) -> io::Result<Entry> {
+    pub fn next_entry(&mut self) -> io::Result<Entry> {
         let offset = self.reader.offset;
         Ok(match self.reader.next_past_damage()? {
             Next::Record { record, len } => Entry::Record {

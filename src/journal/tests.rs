@@ -323,7 +323,7 @@ fn entries(look: &inspect::Inspection, id: u64) -> Vec<String> {
     let mut records = look.records(id).unwrap().unwrap();
     let mut out = Vec::new();
     loop {
-        match records.next().unwrap() {
+        match records.next_entry().unwrap() {
             inspect::Entry::Record { offset, record, .. } => {
                 out.push(format!("{offset}:{}", record.seq()))
             }
