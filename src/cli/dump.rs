@@ -331,13 +331,11 @@ fn walk(
 
 /// Adds the live items in `[from, to)` to the runs `missing`.
 fn note_missing(look: &Inspection, from: u64, to: u64, missing: &mut Vec<(u64, u64)>) {
-    let mut at = from;
-    while let Some(seq) = look.next_live(at).filter(|&seq| seq < to) {
+    for (start, end) in look.live_within(from, to) {
         match missing.last_mut() {
-            Some((_, end)) if *end == seq => *end += 1,
-            _ => missing.push((seq, seq + 1)),
+            Some((_, last)) if *last == start => *last = end,
+            _ => missing.push((start, end)),
         }
-        at = seq + 1;
     }
 }
 
@@ -355,12 +353,10 @@ fn confirm(dir: &Path, missing: &[(u64, u64)]) -> Result<(u64, u64), DumpError> 
         source,
     })?;
     let (mut lost, mut served) = (0, 0);
-    for seq in missing.iter().flat_map(|&(start, end)| start..end) {
-        if now.is_live(seq) {
-            lost += 1;
-        } else {
-            served += 1;
-        }
+    for &(start, end) in missing {
+        let still: u64 = now.live_within(start, end).map(|(s, e)| e - s).sum();
+        lost += still;
+        served += end - start - still;
     }
     Ok((lost, served))
 }
@@ -1044,6 +1040,27 @@ mod tests {
         assert_eq!(printable(b"abcd", Some(4)), "abcd");
         // An escape is never cut in half.
         assert_eq!(printable(b"abc\xff", Some(4)), "abc…");
+    }
+
+    #[test]
+    fn a_checkpoint_claiming_countless_items_is_read_at_once() {
+        // Intact, but for no segment: every item it claims is lost.
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("jobs");
+        fs::create_dir(&dir).unwrap();
+        let mut c = Checkpoint {
+            name: "jobs".into(),
+            generation: 1,
+            next_seq: 1 << 61,
+            ..Checkpoint::default()
+        };
+        c.live.insert_range(1, 1 << 61);
+        crate::journal::checkpoint::store(&dir, &c).unwrap();
+        let (_, queue, look) = open(&dir).unwrap();
+        assert_eq!(queue.as_deref(), Some("jobs"));
+        let walk = walk(&look, &dir, |_| Ok(())).unwrap();
+        assert_eq!((walk.lost, walk.served), ((1 << 61) - 1, 0));
+        assert!(walk.damage(&look));
     }
 
     #[test]

@@ -117,9 +117,10 @@ impl Inspection {
         self.live.contains(seq)
     }
 
-    /// The first item at or after `seq` in the queue a start would recover.
-    pub fn next_live(&self, seq: u64) -> Option<u64> {
-        self.live.next_at_or_after(seq)
+    /// The items in `[from, to)` of the queue a start would recover, as
+    /// runs of sequence numbers `[start, end)`.
+    pub fn live_within(&self, from: u64, to: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.live.within(from, to)
     }
 
     /// Reads segment `id` front to back; `None` if it is gone (reclaimed by
