@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         Some(Command::CheckConfig(args)) => kestrel::cli::check_config(&args),
         Some(Command::Admin(args)) => kestrel::cli::admin::run(args),
         Some(Command::ImportKestrel(args)) => kestrel::cli::import::run(args),
+        Some(Command::DumpJournal(args)) => kestrel::cli::dump::run(args),
     }
 }
 

@@ -24,21 +24,26 @@ pub enum NameError {
 }
 
 /// Whether `c` may not appear in a queue name: `/` and `.` would escape or
-/// alias journal paths; `~` marks temporary files, as in Kestrel; whitespace,
-/// control characters (Unicode Cc), format characters (Cf: bidirectional
-/// overrides such as U+202E, zero-width characters, U+FEFF) and line or
-/// paragraph separators (Zl, Zp) would make two names look alike, or a name
+/// alias journal paths; `~` marks temporary files, as in Kestrel; whitespace
+/// and [`misleading`] characters would make two names look alike, or a name
 /// look like something else, in logs, stats and dashboards.
 fn forbidden(c: char) -> bool {
-    matches!(c, '/' | '.' | '~')
-        || c.is_whitespace()
-        || matches!(
-            c.general_category(),
-            GeneralCategory::Control
-                | GeneralCategory::Format
-                | GeneralCategory::LineSeparator
-                | GeneralCategory::ParagraphSeparator
-        )
+    matches!(c, '/' | '.' | '~') || c.is_whitespace() || misleading(c)
+}
+
+/// Whether `c`, written to a screen or a log as it is, could make text look
+/// like something it is not: control characters (Unicode Cc, terminal
+/// escapes among them), format characters (Cf: bidirectional overrides such
+/// as U+202E, zero-width characters, U+FEFF) and line or paragraph
+/// separators (Zl, Zp).
+pub fn misleading(c: char) -> bool {
+    matches!(
+        c.general_category(),
+        GeneralCategory::Control
+            | GeneralCategory::Format
+            | GeneralCategory::LineSeparator
+            | GeneralCategory::ParagraphSeparator
+    )
 }
 
 /// Checks `name` against the rules: 1 to 255 bytes, none of the

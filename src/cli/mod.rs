@@ -1,12 +1,13 @@
 //! The command line: `kestrel` runs the server; `kestrel check-config`
 //! checks the settings and prints them with where each came from;
 //! `kestrel admin` talks to a running server; `kestrel import-kestrel`
-//! imports Kestrel's journals. The definition lives in the
-//! library so that the man page is generated from the same source
-//! ([`command`]).
+//! imports Kestrel's journals; `kestrel dump-journal` shows what a queue's
+//! journal holds. The definition lives in the library so that the man page
+//! is generated from the same source ([`command`]).
 
 pub mod admin;
 mod check;
+pub mod dump;
 pub mod import;
 
 use std::net::IpAddr;
@@ -47,6 +48,10 @@ pub enum Command {
     /// directory). Exit status 3: imported, but damaged records or queues
     /// were left behind (listed).
     ImportKestrel(import::ImportArgs),
+    /// Print what a queue's journal holds: a summary of its checkpoints and
+    /// segments, every record, or the live items. Read-only; safe while the
+    /// server runs.
+    DumpJournal(dump::DumpArgs),
 }
 
 /// The settings a command line may give (each also a setting of the file).

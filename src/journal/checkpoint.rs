@@ -193,21 +193,58 @@ fn slot_path(dir: &Path, generation: u64) -> std::path::PathBuf {
 /// The file names of the two checkpoint slots.
 pub const FILES: [&str; 2] = ["checkpoint.0", "checkpoint.1"];
 
-/// The valid checkpoints among `present` (file names in `dir`), newest first.
-pub fn load(dir: &Path, present: &[String]) -> Vec<Checkpoint> {
-    let mut found: Vec<Checkpoint> = present
+/// The temporary file a checkpoint is written into before it replaces one.
+pub const TMP: &str = "checkpoint.tmp";
+
+/// A checkpoint file as found on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// Its name in the directory.
+    pub file: String,
+    /// Its size, or why it could not be read.
+    pub size: Result<u64, String>,
+    /// What it holds, if it is an intact checkpoint.
+    pub contents: Option<Checkpoint>,
+}
+
+/// Reads the checkpoint files among `present` (file names in `dir`),
+/// intact or not.
+pub fn read(dir: &Path, present: &[String]) -> Vec<Stored> {
+    present
         .iter()
         .filter(|name| FILES.contains(&name.as_str()))
-        .filter_map(|name| Checkpoint::decode(&fs::read(dir.join(name)).ok()?))
-        .collect();
+        .map(|name| match fs::read(dir.join(name)) {
+            Ok(bytes) => Stored {
+                file: name.clone(),
+                size: Ok(bytes.len() as u64),
+                contents: Checkpoint::decode(&bytes),
+            },
+            Err(e) => Stored {
+                file: name.clone(),
+                size: Err(e.to_string()),
+                contents: None,
+            },
+        })
+        .collect()
+}
+
+/// The intact checkpoints among `stored`, newest first: the first is the
+/// one recovery starts from.
+pub fn newest_first(stored: Vec<Stored>) -> Vec<Checkpoint> {
+    let mut found: Vec<Checkpoint> = stored.into_iter().filter_map(|s| s.contents).collect();
     found.sort_by_key(|c| std::cmp::Reverse(c.generation));
     found
+}
+
+/// The valid checkpoints among `present` (file names in `dir`), newest first.
+pub fn load(dir: &Path, present: &[String]) -> Vec<Checkpoint> {
+    newest_first(read(dir, present))
 }
 
 /// Writes `c` durably into the slot of its generation (replacing the older
 /// of the two checkpoints).
 pub fn store(dir: &Path, c: &Checkpoint) -> io::Result<()> {
-    let tmp = dir.join("checkpoint.tmp");
+    let tmp = dir.join(TMP);
     super::disk::replace(dir, &tmp, &slot_path(dir, c.generation), &c.encode())
 }
 

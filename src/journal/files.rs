@@ -28,6 +28,9 @@ pub struct Key {
 pub struct Files {
     cache: Mutex<LruCache<Key, Arc<File>>>,
     next_journal: AtomicU64,
+    /// Opens files for reading only and never creates one: for looking at
+    /// a journal that a running server may own ([`super::inspect`]).
+    read_only: bool,
 }
 
 impl std::fmt::Debug for Files {
@@ -41,10 +44,21 @@ impl std::fmt::Debug for Files {
 impl Files {
     /// A cache holding at most `capacity` files open.
     pub fn new(capacity: usize) -> Arc<Files> {
+        Files::with_access(capacity, false)
+    }
+
+    /// A cache that opens files for reading only and creates none, whatever
+    /// [`Files::open`] is asked.
+    pub fn read_only(capacity: usize) -> Arc<Files> {
+        Files::with_access(capacity, true)
+    }
+
+    fn with_access(capacity: usize, read_only: bool) -> Arc<Files> {
         let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
         Arc::new(Files {
             cache: Mutex::new(LruCache::new(capacity)),
             next_journal: AtomicU64::new(1),
+            read_only,
         })
     }
 
@@ -57,16 +71,18 @@ impl Files {
         self.next_journal.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The file of `key` at `path`, opened for reading and appending; if
-    /// `create`, created when missing. Also says whether this call created it.
+    /// The file of `key` at `path`, opened for reading and appending (only
+    /// reading, in a [read-only](Files::read_only) cache); if `create`,
+    /// created when missing (never in a read-only cache). Also says whether
+    /// this call created it.
     pub fn open(&self, key: Key, path: &Path, create: bool) -> io::Result<(Arc<File>, bool)> {
         if let Some(file) = self.lock().get(&key) {
             return Ok((file.clone(), false));
         }
         // Opened outside the lock: every journal shares it.
         let mut options = OpenOptions::new();
-        options.read(true).append(true);
-        let (file, created) = match create {
+        options.read(true).append(!self.read_only);
+        let (file, created) = match create && !self.read_only {
             false => (options.open(path)?, false),
             true => match options.clone().create_new(true).open(path) {
                 Ok(file) => (file, true),
@@ -138,5 +154,26 @@ mod tests {
         assert!(!created);
         files.forget_journal(j);
         assert_eq!(files.open_count(), 0);
+    }
+
+    #[test]
+    fn a_read_only_cache_neither_writes_nor_creates() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let files = Files::read_only(2);
+        let j = files.journal_id();
+        let key = |segment| Key {
+            journal: j,
+            segment,
+        };
+        let missing = dir.path().join("missing");
+        assert!(files.open(key(1), &missing, true).is_err());
+        assert!(!missing.exists());
+        let there = dir.path().join("there");
+        std::fs::write(&there, b"records").unwrap();
+        let (file, created) = files.open(key(2), &there, true).unwrap();
+        assert!(!created);
+        assert!((&*file).write_all(b"more").is_err());
+        assert_eq!(std::fs::read(&there).unwrap(), b"records");
     }
 }

@@ -118,7 +118,7 @@ fn rewrite(
             Next::End { .. } => break,
         }
     }
-    let tmp = dir.join(format!("{id:016x}.rewrite"));
+    let tmp = segment::rewrite_path(dir, id);
     disk::replace(dir, &tmp, &segment::path(dir, id), &out)?;
     Ok(Reclaimed {
         id,

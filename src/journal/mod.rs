@@ -19,12 +19,16 @@
 //!
 //! The journal knows records, not queue policy: the queue engine decides what
 //! happens and tells the journal, under the queue's lock.
+//!
+//! [`inspect`] looks at a journal without changing it, for `kestrel
+//! dump-journal`, through the same replay as recovery.
 
 mod activity;
 #[doc(hidden)] // public for the fuzz targets only
 pub mod checkpoint;
 pub mod disk;
 mod files;
+pub mod inspect;
 mod io;
 mod maintain;
 mod read_behind;

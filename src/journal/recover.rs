@@ -9,8 +9,9 @@ use std::time::Instant;
 
 use crate::config::JournalConfig;
 
-use super::checkpoint::{self, Position};
-use super::segment::{self, Next, Reader};
+use super::checkpoint::{self, Checkpoint, Position};
+use super::files::Files;
+use super::segment::{self, Damage, Next, Reader};
 use super::state::LogState;
 use super::{Journal, Journals, Mark, disk, warn_skipped};
 
@@ -44,23 +45,10 @@ impl Journal {
     ) -> std::io::Result<(Journal, Recovery)> {
         let listing = segment::list_dir(dir)?;
         let checkpoints = checkpoint::load(dir, &listing.checkpoints);
-        let on_disk = listing.segments;
-        let (mut state, replay_from) = match checkpoints.first() {
-            Some(c) => (LogState::from_checkpoint(c), c.replay_from),
-            None => {
-                if !on_disk.is_empty() && !listing.checkpoints.is_empty() {
-                    tracing::warn!(queue = name, "no valid checkpoint: replaying every segment");
-                }
-                let first = on_disk.first().copied().unwrap_or(1);
-                (
-                    LogState::new(crate::clock::now_ms()),
-                    Position {
-                        segment: first,
-                        offset: 0,
-                    },
-                )
-            }
-        };
+        if checkpoints.is_empty() && !listing.segments.is_empty() && !listing.checkpoints.is_empty()
+        {
+            tracing::warn!(queue = name, "no valid checkpoint: replaying every segment");
+        }
         let marks: Vec<Mark> = checkpoints
             .iter()
             .map(|c| Mark {
@@ -68,99 +56,37 @@ impl Journal {
                 replay_from: c.replay_from,
             })
             .collect();
-        let gone: Vec<u64> = state
+        let Replay {
+            mut state,
+            from,
+            bytes: replayed,
+            touched,
+            tails,
+        } = replay(
+            dir,
+            name,
+            checkpoints.first(),
+            &listing.segments,
+            journals.files(),
+        )?;
+        for (id, d) in tails {
+            tracing::warn!(
+                queue = name,
+                segment = id,
+                offset = d.offset,
+                bytes = d.len,
+                "torn or damaged journal tail truncated at the last good record"
+            );
+            disk::truncate(&segment::path(dir, id), d.offset)?;
+        }
+        let active = listing
             .segments
-            .keys()
-            .copied()
-            .filter(|id| on_disk.binary_search(id).is_err())
-            .collect();
-        for id in gone {
-            state.segment_rewritten(id, None);
-        }
-
-        let started = Instant::now();
-        let mut replayed = 0u64;
-        let mut next_report = PROGRESS_EVERY;
-        let mut total = None;
-        let files = journals.files();
-        let journal = files.journal_id();
-        let mut touched = Vec::new();
-        for &id in on_disk.iter().filter(|&&id| id >= replay_from.segment) {
-            let offset = if id == replay_from.segment {
-                replay_from.offset
-            } else {
-                0
-            };
-            state.segments.entry(id).or_default().size = offset;
-            let mut reader = Reader::open(files, journal, dir, id, offset)?;
-            if reader.at_end() {
-                continue;
-            }
-            touched.push(id);
-            loop {
-                match reader.next()? {
-                    Next::Record { record, len } => {
-                        state.apply(&record, id, len);
-                        replayed += len;
-                        if replayed >= next_report {
-                            next_report += PROGRESS_EVERY;
-                            let total = *total
-                                .get_or_insert_with(|| replay_size(dir, &on_disk, replay_from));
-                            tracing::info!(
-                                queue = name,
-                                "replaying journal: {} of {} MiB",
-                                replayed >> 20,
-                                total >> 20
-                            );
-                        }
-                    }
-                    Next::Skipped(d) => warn_skipped(dir, id, &d),
-                    Next::End { valid_len, damage } => {
-                        if damage.is_some() {
-                            // A damaged length field reads like a torn tail:
-                            // look for intact records after it before cutting.
-                            if let Next::Skipped(d) = reader.resync()? {
-                                warn_skipped(dir, id, &d);
-                                continue;
-                            }
-                        }
-                        // What the file holds, skipped damage included: new
-                        // records go after it.
-                        state.segments.entry(id).or_default().size = valid_len;
-                        if let Some(d) = damage {
-                            tracing::warn!(
-                                queue = name,
-                                segment = id,
-                                offset = d.offset,
-                                bytes = d.len,
-                                "torn or damaged journal tail truncated at the last good record"
-                            );
-                            disk::truncate(&segment::path(dir, id), valid_len)?;
-                        }
-                        break;
-                    }
-                }
-            }
-        }
-        if replayed > PROGRESS_EVERY {
-            tracing::info!(queue = name, mib = replayed >> 20, elapsed = ?started.elapsed(), "journal replayed");
-        }
-        files.forget_journal(journal);
-        let active = on_disk
             .last()
             .copied()
-            .unwrap_or(replay_from.segment)
-            .max(replay_from.segment);
-        let rolled_back = state.open.len() as u64;
-        state.open.clear();
-        let recovery = Recovery {
-            next_seq: state.next_seq,
-            items: state.live.len(),
-            bytes: state.live_bytes,
-            first_live: state.live.first(),
-            created_ms: state.created_ms,
-            rolled_back,
-        };
+            .unwrap_or(from.segment)
+            .max(from.segment);
+        let recovery = roll_back(&mut state);
+        let rolled_back = recovery.rolled_back;
         let mut journal = Journal::new(dir, config, name, journals, state, active, marks);
         // Replayed records (and rolled-back reads) are not in a checkpoint
         // yet: the next maintenance pass writes one, after fsyncing them.
@@ -171,6 +97,126 @@ impl Journal {
         // The first maintenance pass sees whether there is anything to do.
         journal.list();
         Ok((journal, recovery))
+    }
+}
+
+/// The log as recovery reads it: the newest intact checkpoint's state with
+/// every record after it applied, open reads not yet rolled back. One
+/// [`replay`] serves [`Journal::recover`] and the read-only
+/// [`inspect`](super::inspect) alike, so that what an operator is shown is
+/// what a start would find.
+pub(super) struct Replay {
+    pub state: LogState,
+    /// Where replay started.
+    pub from: Position,
+    /// Bytes of records replayed.
+    pub bytes: u64,
+    /// Segments that had records to replay.
+    pub touched: Vec<u64>,
+    /// The torn or damaged tails found, with their segment: nothing intact
+    /// follows them, and recovery cuts the segment off where they start.
+    pub tails: Vec<(u64, Damage)>,
+}
+
+/// Replays the log of queue `name` in `dir`, whose segments are `on_disk`,
+/// after `newest`, the newest intact checkpoint (from the first segment
+/// when there is none), reading the segments through `files`. Reads only:
+/// what to cut is returned in [`Replay::tails`]. Damage with intact records
+/// after it is stepped over and logged.
+pub(super) fn replay(
+    dir: &Path,
+    name: &str,
+    newest: Option<&Checkpoint>,
+    on_disk: &[u64],
+    files: &Arc<Files>,
+) -> std::io::Result<Replay> {
+    let (mut state, from) = match newest {
+        Some(c) => (LogState::from_checkpoint(c), c.replay_from),
+        None => (
+            LogState::new(crate::clock::now_ms()),
+            Position {
+                segment: on_disk.first().copied().unwrap_or(1),
+                offset: 0,
+            },
+        ),
+    };
+    let gone: Vec<u64> = state
+        .segments
+        .keys()
+        .copied()
+        .filter(|id| on_disk.binary_search(id).is_err())
+        .collect();
+    for id in gone {
+        state.segment_rewritten(id, None);
+    }
+
+    let started = Instant::now();
+    let mut replayed = 0u64;
+    let mut next_report = PROGRESS_EVERY;
+    let mut total = None;
+    let journal = files.journal_id();
+    let mut touched = Vec::new();
+    let mut tails = Vec::new();
+    for &id in on_disk.iter().filter(|&&id| id >= from.segment) {
+        let offset = if id == from.segment { from.offset } else { 0 };
+        state.segments.entry(id).or_default().size = offset;
+        let mut reader = Reader::open(files, journal, dir, id, offset)?;
+        if reader.at_end() {
+            continue;
+        }
+        touched.push(id);
+        loop {
+            match reader.next_past_damage()? {
+                Next::Record { record, len } => {
+                    state.apply(&record, id, len);
+                    replayed += len;
+                    if replayed >= next_report {
+                        next_report += PROGRESS_EVERY;
+                        let total = *total.get_or_insert_with(|| replay_size(dir, on_disk, from));
+                        tracing::info!(
+                            queue = name,
+                            "replaying journal: {} of {} MiB",
+                            replayed >> 20,
+                            total >> 20
+                        );
+                    }
+                }
+                Next::Skipped(d) => warn_skipped(dir, id, &d),
+                Next::End { valid_len, damage } => {
+                    // What the file holds, skipped damage included: new
+                    // records go after it.
+                    state.segments.entry(id).or_default().size = valid_len;
+                    tails.extend(damage.map(|d| (id, d)));
+                    break;
+                }
+            }
+        }
+    }
+    if replayed > PROGRESS_EVERY {
+        tracing::info!(queue = name, mib = replayed >> 20, elapsed = ?started.elapsed(), "journal replayed");
+    }
+    files.forget_journal(journal);
+    Ok(Replay {
+        state,
+        from,
+        bytes: replayed,
+        touched,
+        tails,
+    })
+}
+
+/// Rolls the reads open in `state` back into the queue, as a start does;
+/// returns what the queue then holds.
+pub(super) fn roll_back(state: &mut LogState) -> Recovery {
+    let rolled_back = state.open.len() as u64;
+    state.open.clear();
+    Recovery {
+        next_seq: state.next_seq,
+        items: state.live.len(),
+        bytes: state.live_bytes,
+        first_live: state.live.first(),
+        created_ms: state.created_ms,
+        rolled_back,
     }
 }
 

@@ -54,6 +54,17 @@ impl Runs {
         self.runs.keys().next().copied()
     }
 
+    /// The members in `[from, to)`, as runs cut to it, in order.
+    pub fn within(&self, from: u64, to: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let to = to.max(from);
+        let straddling = self.runs.range(..from).next_back().map(|(&s, &e)| (s, e));
+        straddling
+            .into_iter()
+            .chain(self.runs.range(from..to).map(|(&s, &e)| (s, e)))
+            .map(move |(s, e)| (s.max(from), e.min(to)))
+            .filter(|(s, e)| s < e)
+    }
+
     /// Whether any member lies in `[start, end)`.
     pub fn intersects(&self, start: u64, end: u64) -> bool {
         start < end && self.next_at_or_after(start).is_some_and(|s| s < end)
@@ -143,6 +154,17 @@ mod tests {
         assert_eq!(r.len(), 2);
         r.insert_range(1, 10);
         assert_eq!((r.run_count(), r.len()), (1, 9));
+    }
+
+    #[test]
+    fn runs_within_a_range_are_cut_to_it() {
+        let r = Runs::from_runs([(1, 5), (8, 10), (20, 30)]);
+        let within = |from, to| r.within(from, to).collect::<Vec<_>>();
+        assert_eq!(within(3, 25), [(3, 5), (8, 10), (20, 25)]);
+        assert_eq!(within(0, u64::MAX), [(1, 5), (8, 10), (20, 30)]);
+        assert_eq!(within(5, 8), []);
+        assert_eq!(within(9, 9), []);
+        assert_eq!(within(25, 3), []);
     }
 
     #[test]

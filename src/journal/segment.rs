@@ -10,9 +10,23 @@ use std::sync::Arc;
 use super::files::{Files, Key};
 use super::record::{self, Decoded, Record};
 
+/// The file name of segment `id`.
+pub fn file_name(id: u64) -> String {
+    format!("{id:016x}.log")
+}
+
 /// The file of segment `id` in `dir`.
 pub fn path(dir: &Path, id: u64) -> PathBuf {
-    dir.join(format!("{id:016x}.log"))
+    dir.join(file_name(id))
+}
+
+/// Suffix of the temporary file a segment is rewritten into.
+const REWRITE: &str = ".rewrite";
+
+/// The temporary file segment `id` in `dir` is rewritten into before it
+/// replaces the segment.
+pub fn rewrite_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:016x}{REWRITE}"))
 }
 
 /// What a journal directory holds, from one listing.
@@ -22,23 +36,32 @@ pub struct Listing {
     pub segments: Vec<u64>,
     /// Names of the checkpoint files present.
     pub checkpoints: Vec<String>,
+    /// Names of the entries the journal did not write (neither segments,
+    /// checkpoints, nor their temporary files), in order: the queue's
+    /// `NAME` file, or what tells a directory that is not a journal's.
+    pub others: Vec<String>,
 }
 
 /// Lists `dir`'s segments and checkpoint files.
 pub fn list_dir(dir: &Path) -> io::Result<Listing> {
     let mut listing = Listing::default();
+    let hex_id = |hex: &str| hex.len() == 16 && u64::from_str_radix(hex, 16).is_ok();
     for entry in std::fs::read_dir(dir)? {
         let name = entry?.file_name();
         let name = name.to_string_lossy();
-        if let Some(hex) = name.strip_suffix(".log") {
-            if let Ok(id) = u64::from_str_radix(hex, 16) {
-                listing.segments.push(id);
-            }
+        if let Some(hex) = name.strip_suffix(".log")
+            && let Ok(id) = u64::from_str_radix(hex, 16)
+        {
+            listing.segments.push(id);
         } else if super::checkpoint::FILES.contains(&&*name) {
             listing.checkpoints.push(name.into_owned());
+        } else if name != super::checkpoint::TMP && !name.strip_suffix(REWRITE).is_some_and(hex_id)
+        {
+            listing.others.push(name.into_owned());
         }
     }
     listing.segments.sort_unstable();
+    listing.others.sort_unstable();
     Ok(listing)
 }
 
@@ -226,6 +249,43 @@ impl Reader {
         }
     }
 
+    /// The next record as recovery reads it: as [`next`](Reader::next),
+    /// but damage that merely looked like the end (a damaged length field
+    /// reads like a torn tail) is [`Skipped`](Next::Skipped) when intact
+    /// records follow it, so `End` reports only damage that nothing intact
+    /// follows.
+    pub fn next_past_damage(&mut self) -> io::Result<Next> {
+        match self.next()? {
+            Next::End {
+                damage: Some(_), ..
+            } => self.resync(),
+            next => Ok(next),
+        }
+    }
+
+    /// Whether the damaged tail that [`Next::End`] just reported is the
+    /// start of one record that the file ends inside: a write still in
+    /// progress (the server appends to its newest segment meanwhile), or one
+    /// a crash cut short. Otherwise the tail is bytes that are not a record.
+    pub fn tail_is_cut_short(&mut self) -> io::Result<bool> {
+        let at = self.offset;
+        let available = self.fill(record::HEADER)?;
+        let Some(header) = available.get(..4) else {
+            // The file ends inside a record's header.
+            return Ok(true);
+        };
+        let claims = u32::from_le_bytes(header.try_into().expect("4 bytes")) as usize;
+        Ok(claims > 0
+            && claims <= record::MAX_BODY
+            && at + (record::HEADER + claims) as u64 > self.file_len)
+    }
+
+    /// The file's length as this reader sees it (when opened, or last
+    /// refreshed).
+    pub fn file_len(&self) -> u64 {
+        self.file_len
+    }
+
     fn rest_is_zero(&mut self) -> io::Result<bool> {
         let file = self.file()?;
         let mut at = self.offset;
@@ -387,8 +447,55 @@ mod tests {
             write(dir.path(), id, &[]);
         }
         std::fs::write(dir.path().join("checkpoint.0"), b"x").unwrap();
+        for temporary in [
+            rewrite_path(dir.path(), 3),
+            dir.path().join("checkpoint.tmp"),
+        ] {
+            std::fs::write(temporary, b"x").unwrap();
+        }
+        for other in ["NAME", "notes.txt", "x.rewrite"] {
+            std::fs::write(dir.path().join(other), b"x").unwrap();
+        }
+        std::fs::create_dir(dir.path().join("queues")).unwrap();
         let listing = list_dir(dir.path()).unwrap();
         assert_eq!(listing.segments, [1, 3, 0x10]);
         assert_eq!(listing.checkpoints, ["checkpoint.0"]);
+        assert_eq!(listing.others, ["NAME", "notes.txt", "queues", "x.rewrite"]);
+    }
+
+    #[test]
+    fn a_tail_cut_short_is_told_from_bytes_that_are_no_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = write(dir.path(), 1, &[add(1, b"one"), add(2, b"two")]);
+        let second = record::ADD_OVERHEAD + 3;
+        let tail = |file: &[u8]| {
+            std::fs::write(path(dir.path(), 1), file).unwrap();
+            let files = Files::new(4);
+            let mut r = Reader::open(&files, files.journal_id(), dir.path(), 1, 0).unwrap();
+            loop {
+                match r.next_past_damage().unwrap() {
+                    Next::Record { .. } => {}
+                    Next::Skipped(d) => panic!("skipped {d:?}"),
+                    Next::End { damage, .. } => {
+                        return damage.map(|d| (d.offset, r.tail_is_cut_short().unwrap()));
+                    }
+                }
+            }
+        };
+        assert_eq!(tail(&bytes), None);
+        // Cut inside the second record's body, then inside its header.
+        assert_eq!(tail(&bytes[..bytes.len() - 2]), Some((second as u64, true)));
+        assert_eq!(tail(&bytes[..second + 3]), Some((second as u64, true)));
+        // Its length damaged: the record would end past the file.
+        let mut long = bytes.clone();
+        long[second + 1] ^= 0x01;
+        assert_eq!(tail(&long), Some((second as u64, true)));
+        // Garbage that claims an impossible length, or whose checksum fails.
+        let mut garbage = bytes.clone();
+        garbage[second + 3] = 0xff;
+        assert_eq!(tail(&garbage), Some((second as u64, false)));
+        let mut flipped = bytes.clone();
+        flipped[second + 12] ^= 0xff;
+        assert_eq!(tail(&flipped), Some((second as u64, false)));
     }
 }

@@ -338,3 +338,107 @@ async fn turnover_counts_segments_started_and_reclaimed() {
     let (j, _) = Journal::recover(dir.path(), config(4096), "q", &files()).unwrap();
     assert_eq!(turnover(&j), (0, 0));
 }
+
+/// Every file of `dir` with its bytes, to show that nothing changed.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path();
+            let bytes = fs::read(&path).unwrap();
+            (path, bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// What [`inspect::Records`] yields for segment `id`, as short words.
+fn entries(look: &inspect::Inspection, id: u64) -> Vec<String> {
+    let mut records = look.records(id).unwrap().unwrap();
+    let mut out = Vec::new();
+    loop {
+        match records.next_entry().unwrap() {
+            inspect::Entry::Record { offset, record, .. } => {
+                out.push(format!("{offset}:{}", record.seq()))
+            }
+            inspect::Entry::Damaged(d) => out.push(format!("damaged {}+{}", d.offset, d.len)),
+            inspect::Entry::End { valid_len, tail } => {
+                out.push(format!("end {valid_len}"));
+                out.extend(tail.map(|t| {
+                    format!(
+                        "tail {}+{} cut short {}",
+                        t.damage.offset, t.damage.len, t.cut_short
+                    )
+                }));
+                return out;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_inspection_finds_what_recovery_finds_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::create(dir.path(), config(1 << 20), "q", &files(), 5);
+    append_all(&mut j, (1..=5).map(|s| add(s, 10))).await;
+    append_all(
+        &mut j,
+        [
+            Record::Remove { seq: 1, size: 10 },
+            Record::Open { seq: 2, size: 10 },
+        ],
+    )
+    .await;
+    maintain(&mut j);
+    append_all(&mut j, [add(6, 10), Record::Open { seq: 3, size: 10 }]).await;
+    drop(j);
+    // A record torn at the end of the segment, as a crash leaves it.
+    let seg = segment::path(dir.path(), 1);
+    let mut bytes = fs::read(&seg).unwrap();
+    let whole = bytes.len() as u64;
+    let mut torn = bytes::BytesMut::new();
+    add(7, 10).encode(&mut torn);
+    bytes.extend_from_slice(&torn[..20]);
+    fs::write(&seg, bytes).unwrap();
+
+    let before = snapshot(dir.path());
+    let look = inspect::Inspection::open(dir.path()).unwrap();
+    assert_eq!(snapshot(dir.path()), before, "an inspection writes nothing");
+    assert_eq!(look.segments, [1]);
+    assert_eq!(look.generation, Some(1));
+    assert_eq!(
+        look.open.iter().map(|(&s, &z)| (s, z)).collect::<Vec<_>>(),
+        [(2, 10), (3, 10)]
+    );
+    let seen = entries(&look, 1);
+    assert_eq!(seen[..3], ["0:1", "43:2", "86:3"]);
+    assert_eq!(
+        seen[seen.len() - 2..],
+        [
+            format!("end {whole}"),
+            format!("tail {whole}+20 cut short true")
+        ]
+    );
+    let live: Vec<u64> = (1..=7).filter(|&s| look.is_live(s)).collect();
+
+    let (mut j, r) = Journal::recover(dir.path(), config(1 << 20), "q", &files()).unwrap();
+    assert_eq!(look.recovery, r);
+    assert_eq!(r.rolled_back, 2);
+    assert_eq!(live, live_seqs(&mut j));
+    assert_eq!(fs::metadata(&seg).unwrap().len(), whole, "recovery cut it");
+}
+
+#[tokio::test]
+async fn an_inspection_shows_damage_recovery_steps_over() {
+    let dir = tempfile::tempdir().unwrap();
+    ten_items_damaged(dir.path(), |bytes, fifth| bytes[fifth + 40] ^= 0x01).await;
+    let look = inspect::Inspection::open(dir.path()).unwrap();
+    assert_eq!((look.recovery.items, look.generation), (9, None));
+    let record = ADD_LEN + 50;
+    let seen = entries(&look, 1);
+    assert_eq!(seen[4], format!("damaged {}+{record}", 4 * record));
+    assert_eq!(seen[5], format!("{}:6", 5 * record));
+    assert_eq!(seen.last().unwrap(), &format!("end {}", 10 * record));
+    assert!(look.records(2).unwrap().is_none(), "no such segment");
+}

@@ -36,7 +36,7 @@ const DELETED: &str = ".deleted-";
 /// Suffix of a directory being created.
 const CREATING: &str = ".creating";
 /// The file holding a hashed directory's queue name.
-const NAME_FILE: &str = "NAME";
+pub const NAME_FILE: &str = "NAME";
 /// Encoded names longer than this are shortened with a hash.
 const MAX_DIR_NAME: usize = 200;
 
@@ -241,6 +241,16 @@ impl QueueDirs {
     }
 }
 
+/// The queue whose directory `path` is, identified as at startup; a
+/// directory moved aside (`…{UNREADABLE}…`) or on its way out
+/// (`…{DELETED}…`) is identified under the name it had.
+pub fn queue_in(path: &Path) -> Option<String> {
+    let dir = path.file_name()?.to_str()?;
+    // No queue's directory name has a '.': what follows one was added.
+    let had = dir.split('.').next()?;
+    identify(path, had)
+}
+
 /// The name of the queue in `path` (directory name `dir`), from the first
 /// copy that hashes back to the directory name: the name itself, the `NAME`
 /// file, then the checkpoints.
@@ -319,6 +329,28 @@ mod tests {
         assert_eq!(decode(&dir_name(&long_a)), None);
         // Not canonical, so not a queue's directory.
         assert!(!is_name_of(&decode("%4aobs").unwrap(), "%4aobs"));
+    }
+
+    #[test]
+    fn a_directory_is_identified_by_its_path_even_once_moved_aside() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (dirs, _) = QueueDirs::open(tmp.path().join("queues")).unwrap();
+        let long = "H".repeat(250);
+        let hashed = dirs.create(&long, false).unwrap();
+        assert_eq!(
+            queue_in(&dirs.create("Jobs", false).unwrap()).as_deref(),
+            Some("Jobs")
+        );
+        assert_eq!(queue_in(&hashed).as_deref(), Some(long.as_str()));
+        let mut aside = hashed.clone().into_os_string();
+        aside.push(format!("{UNREADABLE}1700000000"));
+        fs::rename(&hashed, &aside).unwrap();
+        assert_eq!(queue_in(Path::new(&aside)).as_deref(), Some(long.as_str()));
+        assert_eq!(
+            queue_in(&tmp.path().join("queues")).as_deref(),
+            Some("queues")
+        );
+        assert_eq!(queue_in(&tmp.path().join("Not%41queue")), None);
     }
 
     #[test]

@@ -366,8 +366,9 @@ impl Output {
 }
 
 /// An item as JSON: a string when it is UTF-8, else its bytes in hex, so
-/// `--json` never alters an item a get has removed.
-fn item_json(data: &[u8]) -> Value {
+/// `--json` never alters an item a get has removed (nor one `dump-journal`
+/// shows).
+pub(super) fn item_json(data: &[u8]) -> Value {
     match std::str::from_utf8(data) {
         Ok(text) => Value::String(text.to_string()),
         Err(_) => {
