@@ -134,10 +134,11 @@ fn table(reports: &[QueueReport], dry_run: bool) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let verb = if dry_run { "would import" } else { "imported" };
+    // "skipped": journal bytes not replayed because of damage (listed below).
     let _ = writeln!(
         out,
         "{:<32} {:>5} {:>14} {:>10} {:>14} {:>11} {:>9} {:>8}",
-        "queue", "files", "journal bytes", "items", "bytes", "rolled back", "expired", "damaged"
+        "queue", "files", "journal bytes", "items", "bytes", "rolled back", "expired", "skipped"
     );
     let total = totals(reports);
     for r in reports.iter().chain(std::iter::once(&total)) {
@@ -151,7 +152,7 @@ fn table(reports: &[QueueReport], dry_run: bool) -> String {
             r.bytes,
             r.rolled_back,
             r.expired,
-            r.damaged.len()
+            r.skipped_bytes()
         );
     }
     let _ = writeln!(

@@ -74,6 +74,11 @@ impl QueueReport {
     pub fn skipped_anything(&self) -> bool {
         !self.damaged.is_empty() || self.refused.is_some()
     }
+
+    /// Journal bytes not replayed because of damage.
+    pub fn skipped_bytes(&self) -> u64 {
+        self.damaged.iter().map(|d| d.bytes).sum()
+    }
 }
 
 /// What an import does, and where progress goes.
