@@ -60,7 +60,7 @@ bench() {
   for i in $(seq "$runs"); do
     if ! "$B" --quiet --label "$name" --target "$addr" ${tpid:+--server-pid "$tpid"} --json "$work/run$i.json" "$@" \
       > /dev/null 2> "$work/err"; then
-      echo "{\"scenario\": \"$2 (failed: $(tr -d '"\n' < "$work/err" | cut -c1-60))\", \"target\": \"$name\", \"protocol\": \"\", \"connections\": 0, \"item_size\": 0, \"ops\": 0, \"items\": 0, \"seconds\": 0, \"ops_per_sec\": 0, \"items_per_sec\": 0, \"p50_ms\": 0, \"p99_ms\": 0, \"p999_ms\": 0, \"max_ms\": 0, \"server_cpu_secs\": null, \"server_peak_rss_mib\": null, \"verified\": \"unsupported\", \"note\": \"\"}" >> "$rows"
+      echo "{\"scenario\": \"$2 (failed: $(tr -d '"\n' < "$work/err" | cut -c1-60))\", \"target\": \"$name\", \"protocol\": \"\", \"connections\": 0, \"item_size\": 0, \"ops\": 0, \"items\": 0, \"seconds\": 0, \"ops_per_sec\": 0, \"items_per_sec\": 0, \"p50_ms\": 0, \"p99_ms\": 0, \"p999_ms\": 0, \"max_ms\": 0, \"server_cpu_secs\": null, \"server_cpu_us_per_op\": null, \"server_peak_rss_mib\": null, \"verified\": \"unsupported\", \"note\": \"\"}" >> "$rows"
       return 0
     fi
   done

@@ -39,14 +39,15 @@ def table(path, baseline):
         if r["target"] == baseline:
             base[key(r)] = r["items_per_sec"]
     print("| scenario | target | protocol | conns | size | items/s | vs " + baseline + " | p50 ms | p99 ms | "
-          "p99.9 ms | server CPU s | server peak RSS MiB | check |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "p99.9 ms | server CPU s | server CPU µs/op | server peak RSS MiB | check |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         b = base.get(key(r))
         ratio = "-" if not b or r["target"] == baseline else f"{r['items_per_sec'] / b:.2f}x"
         print(f"| {r['scenario']} | {r['target']} | {r['protocol']} | {r['connections']} | {r['item_size']} | "
               f"{r['items_per_sec']:,.0f} | {ratio} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['p999_ms']:.3f} | "
-              f"{fmt(r['server_cpu_secs'], '.2f')} | {fmt(r['server_peak_rss_mib'], '.1f')} | {r['verified'] or '-'} |")
+              f"{fmt(r['server_cpu_secs'], '.2f')} | {fmt(r.get('server_cpu_us_per_op'), '.1f')} | "
+              f"{fmt(r['server_peak_rss_mib'], '.1f')} | {r['verified'] or '-'} |")
 
 
 def goals(path, mem_path):

@@ -288,7 +288,7 @@ fn run(t: &Target, scenario: &Scenario) -> std::io::Result<Vec<Row>> {
 
 fn print_table(rows: &[Row]) {
     println!(
-        "{:<22} {:<14} {:<8} {:>5} {:>7} {:>10} {:>8} {:>11} {:>11} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  note",
+        "{:<22} {:<14} {:<8} {:>5} {:>7} {:>10} {:>8} {:>11} {:>11} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8}  note",
         "scenario",
         "target",
         "proto",
@@ -303,6 +303,7 @@ fn print_table(rows: &[Row]) {
         "p99.9 ms",
         "max ms",
         "cpu s",
+        "cpu µs/op",
         "rss MiB"
     );
     for r in rows {
@@ -312,7 +313,7 @@ fn print_table(rows: &[Row]) {
             note = format!("verified {}; {note}", r.verified);
         }
         println!(
-            "{:<22} {:<14} {:<8} {:>5} {:>7} {:>10} {:>8.2} {:>11.0} {:>11.0} {:>8.3} {:>8.3} {:>8.3} {:>8.1} {:>8} {:>8}  {}",
+            "{:<22} {:<14} {:<8} {:>5} {:>7} {:>10} {:>8.2} {:>11.0} {:>11.0} {:>8.3} {:>8.3} {:>8.3} {:>8.1} {:>8} {:>9} {:>8}  {}",
             r.scenario,
             r.target,
             r.protocol,
@@ -327,6 +328,7 @@ fn print_table(rows: &[Row]) {
             r.p999_ms,
             r.max_ms,
             opt(r.server_cpu_secs, 2),
+            opt(r.server_cpu_us_per_op, 1),
             opt(r.server_peak_rss_mib, 1),
             note
         );

@@ -42,6 +42,9 @@ pub struct Row {
     pub p999_ms: f64,
     pub max_ms: f64,
     pub server_cpu_secs: Option<f64>,
+    /// Server CPU time per request: on a shared machine, what the server
+    /// takes from its clients, and so what decides throughput.
+    pub server_cpu_us_per_op: Option<f64>,
     pub server_peak_rss_mib: Option<f64>,
     /// `ok`, or what the verification found wrong; empty when not verified.
     pub verified: String,
@@ -74,6 +77,7 @@ impl Row {
             p999_ms: ms(0.999),
             max_ms: latency.max() as f64 / 1000.0,
             server_cpu_secs: None,
+            server_cpu_us_per_op: None,
             server_peak_rss_mib: None,
             verified: String::new(),
             note: String::new(),
@@ -140,6 +144,10 @@ impl ServerProbe {
             let _ = s.join();
         }
         row.server_cpu_secs = cpu_seconds(self.pid).map(|end| end - self.cpu_at_start);
+        row.server_cpu_us_per_op = row
+            .server_cpu_secs
+            .filter(|_| row.ops > 0)
+            .map(|cpu| cpu * 1e6 / row.ops as f64);
         row.server_peak_rss_mib = Some(self.peak_rss_kib.load(Ordering::Relaxed) as f64 / 1024.0);
     }
 }
