@@ -61,6 +61,11 @@ struct Args {
     /// Deadline, in ms, of items read reliably over Thrift.
     #[arg(long, global = true, default_value_t = 2000)]
     auto_abort_ms: u64,
+    /// Threads the connections are spread over (async, one runtime each).
+    /// One keeps the client's share of a small machine small; the `client
+    /// busy` column says when that one thread set the pace.
+    #[arg(long, global = true, default_value_t = 1)]
+    client_threads: usize,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -288,7 +293,7 @@ fn run(t: &Target, scenario: &Scenario) -> std::io::Result<Vec<Row>> {
 
 fn print_table(rows: &[Row]) {
     println!(
-        "{:<22} {:<14} {:<8} {:>5} {:>7} {:>10} {:>8} {:>11} {:>11} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8}  note",
+        "{:<22} {:<14} {:<8} {:>5} {:>7} {:>10} {:>8} {:>11} {:>11} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>7}  note",
         "scenario",
         "target",
         "proto",
@@ -304,7 +309,8 @@ fn print_table(rows: &[Row]) {
         "max ms",
         "cpu s",
         "cpu µs/op",
-        "rss MiB"
+        "rss MiB",
+        "client"
     );
     for r in rows {
         let opt = |v: Option<f64>, p: usize| v.map_or("-".to_string(), |v| format!("{v:.p$}"));
@@ -313,7 +319,7 @@ fn print_table(rows: &[Row]) {
             note = format!("verified {}; {note}", r.verified);
         }
         println!(
-            "{:<22} {:<14} {:<8} {:>5} {:>7} {:>10} {:>8.2} {:>11.0} {:>11.0} {:>8.3} {:>8.3} {:>8.3} {:>8.1} {:>8} {:>9} {:>8}  {}",
+            "{:<22} {:<14} {:<8} {:>5} {:>7} {:>10} {:>8.2} {:>11.0} {:>11.0} {:>8.3} {:>8.3} {:>8.3} {:>8.1} {:>8} {:>9} {:>8} {:>6.0}%  {}",
             r.scenario,
             r.target,
             r.protocol,
@@ -330,6 +336,7 @@ fn print_table(rows: &[Row]) {
             opt(r.server_cpu_secs, 2),
             opt(r.server_cpu_us_per_op, 1),
             opt(r.server_peak_rss_mib, 1),
+            r.client_busy * 100.0,
             note
         );
     }
@@ -352,6 +359,7 @@ fn main() -> ExitCode {
         server_pid: args.server_pid,
         auto_abort: Duration::from_millis(args.auto_abort_ms),
         progress: !args.quiet && std::io::stderr().is_terminal(),
+        client_threads: args.client_threads.max(1),
     };
     let rows = match run(&target, &args.scenario) {
         Ok(rows) => rows,

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -14,14 +14,6 @@ use serde::Serialize;
 /// Latencies in microseconds, 1 µs to 10 min at 3 significant digits.
 pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds")
-}
-
-/// Records how long `op` took into `h`.
-pub fn timed<T>(h: &mut Histogram<u64>, op: impl FnOnce() -> T) -> T {
-    let start = Instant::now();
-    let out = op();
-    let _ = h.record((start.elapsed().as_micros() as u64).max(1));
-    out
 }
 
 /// One line of results.
@@ -46,6 +38,11 @@ pub struct Row {
     /// takes from its clients, and so what decides throughput.
     pub server_cpu_us_per_op: Option<f64>,
     pub server_peak_rss_mib: Option<f64>,
+    /// This process's CPU time during the run.
+    pub client_cpu_secs: f64,
+    /// The share of its threads' time the client was busy: near 1, the
+    /// client, not the server, set the pace.
+    pub client_busy: f64,
     /// `ok`, or what the verification found wrong; empty when not verified.
     pub verified: String,
     pub note: String,
@@ -79,6 +76,8 @@ impl Row {
             server_cpu_secs: None,
             server_cpu_us_per_op: None,
             server_peak_rss_mib: None,
+            client_cpu_secs: 0.0,
+            client_busy: 0.0,
             verified: String::new(),
             note: String::new(),
         }
@@ -149,6 +148,36 @@ impl ServerProbe {
             .filter(|_| row.ops > 0)
             .map(|cpu| cpu * 1e6 / row.ops as f64);
         row.server_peak_rss_mib = Some(self.peak_rss_kib.load(Ordering::Relaxed) as f64 / 1024.0);
+    }
+}
+
+/// This process's own CPU time over a run.
+pub struct ClientProbe {
+    cpu_at_start: f64,
+}
+
+fn own_cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+impl ClientProbe {
+    pub fn start() -> ClientProbe {
+        ClientProbe {
+            cpu_at_start: own_cpu_seconds(),
+        }
+    }
+
+    /// Fills the row's client columns; `threads` is how many threads ran
+    /// the connections.
+    pub fn stop(self, row: &mut Row, threads: usize) {
+        row.client_cpu_secs = own_cpu_seconds() - self.cpu_at_start;
+        row.client_busy = row.client_cpu_secs / (row.seconds * threads.max(1) as f64);
     }
 }
 

@@ -1,6 +1,8 @@
-//! The scenarios: each drives worker threads with one connection apiece and
-//! turns what they measured into result rows.
+//! The scenarios: each drives workers with one connection apiece (tasks on
+//! one single-threaded runtime, or on one per `--client-threads`) and turns
+//! what they measured into result rows.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,7 +12,18 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::client::{self, Client, Protocol};
-use crate::measure::{Payloads, Row, ServerProbe, Tally, histogram, timed};
+use crate::measure::{ClientProbe, Payloads, Row, ServerProbe, Tally, histogram};
+
+/// Evaluates `$op` (an `.await`ed request) and records how long it took in
+/// the histogram `$h`.
+macro_rules! timed {
+    ($h:expr, $op:expr) => {{
+        let start = Instant::now();
+        let out = $op;
+        let _ = $h.record((start.elapsed().as_micros() as u64).max(1));
+        out
+    }};
+}
 
 /// Where a scenario runs, and how results are labelled.
 pub struct Target {
@@ -22,11 +35,14 @@ pub struct Target {
     /// Deadline of Thrift reliable reads.
     pub auto_abort: Duration,
     pub progress: bool,
+    /// Threads the client's connections are spread over, one runtime each.
+    pub client_threads: usize,
 }
 
 impl Target {
-    fn connect(&self) -> io::Result<Box<dyn Client>> {
+    async fn connect(&self) -> io::Result<Client> {
         client::connect(self.protocol, self.addr, self.auto_abort)
+            .await
             .map_err(|e| io::Error::new(e.kind(), format!("connect to {}: {e}", self.addr)))
     }
 
@@ -57,6 +73,7 @@ impl Target {
         );
         bar.set_message(format!("{} {name}", self.label));
         let probe = self.server_pid.map(ServerProbe::start);
+        let client = ClientProbe::start();
         let row = std::thread::scope(|s| {
             let ticker = s.spawn(|| {
                 while !bar.is_finished() {
@@ -70,6 +87,7 @@ impl Target {
             row
         });
         let mut row = row?;
+        client.stop(&mut row, self.client_threads);
         if let Some(probe) = probe {
             probe.stop(&mut row);
         }
@@ -103,20 +121,31 @@ impl Default for Work {
     }
 }
 
-/// Runs `n` workers on threads and merges what they measured.
-fn workers<F>(n: usize, work: F) -> io::Result<(Work, Duration)>
+/// Runs `n` workers, each a future on a single-threaded runtime (spread
+/// over `t.client_threads` threads), and merges what they measured.
+fn workers<F, Fut>(t: &Target, n: usize, work: F) -> io::Result<(Work, Duration)>
 where
-    F: Fn(usize) -> io::Result<Work> + Sync,
+    F: Fn(usize) -> Fut + Sync,
+    Fut: Future<Output = io::Result<Work>>,
 {
+    let threads = t.client_threads.clamp(1, n.max(1));
     let start = Instant::now();
     let results: Vec<io::Result<Work>> = std::thread::scope(|s| {
         let work = &work;
-        let handles: Vec<_> = (0..n).map(|i| s.spawn(move || work(i))).collect();
+        let handles: Vec<_> = (0..threads)
+            .map(|k| {
+                s.spawn(move || {
+                    block_on(futures_util::future::join_all(
+                        (k..n).step_by(threads).map(work),
+                    ))
+                })
+            })
+            .collect();
         handles
             .into_iter()
-            .map(|h| {
+            .flat_map(|h| {
                 h.join()
-                    .unwrap_or_else(|_| Err(io::Error::other("worker panicked")))
+                    .unwrap_or_else(|_| vec![Err(io::Error::other("worker panicked"))])
             })
             .collect()
     });
@@ -131,6 +160,15 @@ where
         total.tally.merge(w.tally);
     }
     Ok((total, elapsed))
+}
+
+/// Runs `f` to completion on a fresh single-threaded runtime.
+fn block_on<T>(f: impl Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(f)
 }
 
 /// Splits `total` into `n` shares that differ by at most one.
@@ -148,8 +186,8 @@ fn queue_name(base: &str, queues: usize, k: u64) -> String {
 
 /// Puts `count` items into `queue` quickly (batches of 100) to build a backlog.
 fn fill(t: &Target, queue: &str, count: u64, size: usize, loaders: usize) -> io::Result<Duration> {
-    let (_, elapsed) = workers(loaders, |i| {
-        let mut c = t.connect()?;
+    let (_, elapsed) = workers(t, loaders, |i| async move {
+        let mut c = t.connect().await?;
         let mut payloads = t.payloads(1000 + i as u64);
         let mine = share(count, loaders, i);
         let mut done = 0;
@@ -158,7 +196,7 @@ fn fill(t: &Target, queue: &str, count: u64, size: usize, loaders: usize) -> io:
             let batch: Vec<Vec<u8>> = (0..n)
                 .map(|k| payloads.item(9000 + i as u32, done + k, size))
                 .collect();
-            let accepted = c.put(queue, &batch)? as u64;
+            let accepted = c.put(queue, &batch).await? as u64;
             if accepted < n {
                 return Err(io::Error::other(format!(
                     "backlog fill: {accepted} of {n} accepted"
@@ -171,6 +209,17 @@ fn fill(t: &Target, queue: &str, count: u64, size: usize, loaders: usize) -> io:
     Ok(elapsed)
 }
 
+/// Empties `queues` through one connection.
+fn flush_queues(t: &Target, queues: &[String]) -> io::Result<()> {
+    block_on(async {
+        let mut c = t.connect().await?;
+        for q in queues {
+            c.flush(q).await?;
+        }
+        Ok(())
+    })
+}
+
 /// `flood`: every connection alternates a put and a get (Kestrel's and
 /// darner's classic mixed load), over one queue or several.
 pub fn flood(
@@ -181,25 +230,23 @@ pub fn flood(
     queues: usize,
     prefill: u64,
 ) -> io::Result<Row> {
-    {
-        let mut c = t.connect()?;
-        for k in 0..queues.max(1) as u64 {
-            c.flush(&queue_name(&t.queue, queues, k))?;
-        }
-    }
-    for k in 0..queues.max(1) as u64 {
-        fill(t, &queue_name(&t.queue, queues, k), prefill, size, 1)?;
+    let names: &Vec<String> = &(0..queues.max(1) as u64)
+        .map(|k| queue_name(&t.queue, queues, k))
+        .collect();
+    flush_queues(t, names)?;
+    for name in names {
+        fill(t, name, prefill, size, 1)?;
     }
     t.measure("flood", sets, connections, size, |done| {
-        let (w, elapsed) = workers(connections, |i| {
-            let mut c = t.connect()?;
+        let (w, elapsed) = workers(t, connections, |i| async move {
+            let mut c = t.connect().await?;
             let mut payloads = t.payloads(i as u64);
             let mut w = Work::default();
             for n in 0..share(sets, connections, i) {
-                let queue = queue_name(&t.queue, queues, n + i as u64);
+                let queue = &names[((n + i as u64) % names.len() as u64) as usize];
                 let item = payloads.item(i as u32, n, size);
-                timed(&mut w.latency, || c.put(&queue, &[item]))?;
-                let got = timed(&mut w.latency, || c.take(&queue, 1, Duration::ZERO))?;
+                timed!(w.latency, c.put(queue, &[item]).await?);
+                let got = timed!(w.latency, c.take(queue, 1, Duration::ZERO).await?);
                 w.ops += 2;
                 w.items += 1;
                 w.misses += u64::from(got.is_empty());
@@ -225,8 +272,8 @@ pub fn put_many(
     batch: usize,
 ) -> io::Result<Row> {
     t.measure("put-many", items, clients, size, |done| {
-        let (w, elapsed) = workers(clients, |i| {
-            let mut c = t.connect()?;
+        let (w, elapsed) = workers(t, clients, |i| async move {
+            let mut c = t.connect().await?;
             let mut payloads = t.payloads(i as u64);
             let mut w = Work::default();
             let mine = share(items, clients, i);
@@ -236,7 +283,7 @@ pub fn put_many(
                 let request: Vec<Vec<u8>> = (0..n)
                     .map(|k| payloads.item(i as u32, seq + k, size))
                     .collect();
-                let accepted = timed(&mut w.latency, || c.put(&t.queue, &request))?;
+                let accepted = timed!(w.latency, c.put(&t.queue, &request).await?);
                 w.ops += 1;
                 w.items += accepted as u64;
                 seq += n;
@@ -256,11 +303,11 @@ pub fn put_many(
 /// `drain`: clients reading a backlog out until the queue is empty.
 pub fn drain(t: &Target, clients: usize, batch: usize) -> io::Result<Row> {
     t.measure("drain", 0, clients, 0, |done| {
-        let (w, elapsed) = workers(clients, |_| {
-            let mut c = t.connect()?;
+        let (w, elapsed) = workers(t, clients, |_| async move {
+            let mut c = t.connect().await?;
             let mut w = Work::default();
             loop {
-                let got = timed(&mut w.latency, || c.take(&t.queue, batch, Duration::ZERO))?;
+                let got = timed!(w.latency, c.take(&t.queue, batch, Duration::ZERO).await?);
                 if got.is_empty() {
                     break;
                 }
@@ -295,17 +342,17 @@ pub fn reliable(
         "reliable"
     };
     let total = per_producer * producers as u64;
-    t.connect()?.flush(&t.queue)?;
-    let confirmed = AtomicU64::new(0);
+    flush_queues(t, std::slice::from_ref(&t.queue))?;
+    let confirmed = &AtomicU64::new(0);
     t.measure(name, total, producers + consumers, size, |done| {
-        let (w, elapsed) = workers(producers + consumers, |i| {
+        let (w, elapsed) = workers(t, producers + consumers, |i| async move {
             let mut w = Work::default();
-            let mut c = t.connect()?;
+            let mut c = t.connect().await?;
             if i < producers {
                 let mut payloads = t.payloads(i as u64);
                 for seq in 0..per_producer {
                     let item = payloads.item(i as u32, seq, size);
-                    if timed(&mut w.latency, || c.put(&t.queue, &[item]))? != 1 {
+                    if timed!(w.latency, c.put(&t.queue, &[item]).await?) != 1 {
                         return Err(io::Error::other("put refused"));
                     }
                     w.ops += 1;
@@ -315,9 +362,10 @@ pub fn reliable(
             let mut dice = t.payloads(77 + i as u64);
             let mut last_progress = Instant::now();
             while confirmed.load(Ordering::Relaxed) < total {
-                let opened = timed(&mut w.latency, || {
-                    c.open(&t.queue, batch, Duration::from_millis(100))
-                })?;
+                let opened = timed!(
+                    w.latency,
+                    c.open(&t.queue, batch, Duration::from_millis(100)).await?
+                );
                 w.ops += 1;
                 if opened.is_empty() {
                     if last_progress.elapsed() > Duration::from_secs(60) {
@@ -337,17 +385,17 @@ pub fn reliable(
                     }
                 }
                 let n = keep.len() as u64;
-                timed(&mut w.latency, || c.confirm(&t.queue, keep))?;
+                timed!(w.latency, c.confirm(&t.queue, keep).await?);
                 if leaked && t.protocol != Protocol::Thrift {
                     // Hang up: the server puts the open read back.
-                    c.finish(&t.queue)?;
-                    c = t.connect()?;
+                    c.finish(&t.queue).await?;
+                    c = t.connect().await?;
                 }
                 w.items += n;
                 confirmed.fetch_add(n, Ordering::Relaxed);
                 done.fetch_add(n, Ordering::Relaxed);
             }
-            c.finish(&t.queue)?;
+            c.finish(&t.queue).await?;
             Ok(w)
         })?;
         let mut row = Row::new(name, w.ops, w.items, elapsed, &w.latency);
@@ -369,7 +417,7 @@ pub fn backlog(
     pairs: u64,
     size: usize,
 ) -> io::Result<Vec<Row>> {
-    t.connect()?.flush(&t.queue)?;
+    flush_queues(t, std::slice::from_ref(&t.queue))?;
     let mut current = 0;
     let mut rows = Vec::new();
     for &depth in depths {
@@ -382,14 +430,14 @@ pub fn backlog(
             connections,
             size,
             |done| {
-                let (w, elapsed) = workers(connections, |i| {
-                    let mut c = t.connect()?;
+                let (w, elapsed) = workers(t, connections, |i| async move {
+                    let mut c = t.connect().await?;
                     let mut payloads = t.payloads(50 + i as u64);
                     let mut w = Work::default();
                     for n in 0..share(pairs, connections, i) {
                         let item = payloads.item(i as u32, n, size);
-                        timed(&mut w.latency, || c.put(&t.queue, &[item]))?;
-                        let got = timed(&mut w.latency, || c.take(&t.queue, 1, Duration::ZERO))?;
+                        timed!(w.latency, c.put(&t.queue, &[item]).await?);
+                        let got = timed!(w.latency, c.take(&t.queue, 1, Duration::ZERO).await?);
                         w.ops += 2;
                         w.items += got.len() as u64;
                         done.fetch_add(1, Ordering::Relaxed);
@@ -416,36 +464,32 @@ pub fn fairness(
     large_size: usize,
     duration: Duration,
 ) -> io::Result<Vec<Row>> {
-    let small_queue = format!("{}_small", t.queue);
-    let large_queue = format!("{}_large", t.queue);
-    {
-        let mut c = t.connect()?;
-        c.flush(&small_queue)?;
-        c.flush(&large_queue)?;
-    }
-    let large = std::sync::Mutex::new(None);
+    let small_queue = &format!("{}_small", t.queue);
+    let large_queue = &format!("{}_large", t.queue);
+    flush_queues(t, &[small_queue.clone(), large_queue.clone()])?;
+    let large = &std::sync::Mutex::new(None);
     let row = t.measure(
         "fairness",
         0,
         small_clients + large_clients,
         small_size,
         |done| {
-            let (w, elapsed) = workers(small_clients + large_clients, |i| {
-                let mut c = t.connect()?;
+            let (w, elapsed) = workers(t, small_clients + large_clients, |i| async move {
+                let mut c = t.connect().await?;
                 let mut payloads = t.payloads(300 + i as u64);
                 let mut w = Work::default();
                 let start = Instant::now();
                 let (queue, size) = if i < small_clients {
-                    (&small_queue, small_size)
+                    (small_queue, small_size)
                 } else {
-                    (&large_queue, large_size)
+                    (large_queue, large_size)
                 };
                 let mut put_latency = histogram();
                 let mut n = 0;
                 while start.elapsed() < duration {
                     let item = payloads.item(i as u32, n, size);
-                    timed(&mut put_latency, || c.put(queue, &[item]))?;
-                    c.take(queue, 1, Duration::ZERO)?;
+                    timed!(put_latency, c.put(queue, &[item]).await?);
+                    c.take(queue, 1, Duration::ZERO).await?;
                     n += 1;
                     done.fetch_add(1, Ordering::Relaxed);
                 }
@@ -471,7 +515,7 @@ pub fn fairness(
     let mut row = row;
     row.connections = small_clients;
     let mut rows = vec![row];
-    if let Some((lat, ops)) = large.into_inner().expect("lock") {
+    if let Some((lat, ops)) = large.lock().expect("lock").take() {
         let mut big = Row::new("fairness large puts", ops, ops, duration, &lat);
         big.target = rows[0].target.clone();
         big.protocol = rows[0].protocol.clone();
@@ -490,7 +534,7 @@ pub fn batch(
     size: usize,
     batch: usize,
 ) -> io::Result<Vec<Row>> {
-    t.connect()?.flush(&t.queue)?;
+    flush_queues(t, std::slice::from_ref(&t.queue))?;
     let mut put = put_many(t, clients, items, size, batch)?;
     put.scenario = "batch put".into();
     let mut get = drain(t, clients, batch)?;
@@ -506,30 +550,36 @@ pub fn batch(
 /// `first-get`: how long until the target serves an item, counted from the
 /// start of this process (start it alongside the server).
 pub fn first_get(t: &Target, timeout: Duration) -> io::Result<Row> {
-    let start = Instant::now();
-    let mut latency = histogram();
-    let mut client = loop {
-        match t.connect() {
-            Ok(c) => break c,
-            Err(_) if start.elapsed() < timeout => std::thread::sleep(Duration::from_millis(1)),
-            Err(e) => return Err(e),
+    block_on(async {
+        let start = Instant::now();
+        let mut latency = histogram();
+        // Nothing announces that the server is listening: try until it is.
+        let mut client = loop {
+            match t.connect().await {
+                Ok(c) => break c,
+                Err(_) if start.elapsed() < timeout => {
+                    tokio::time::sleep(Duration::from_millis(1)).await
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let connected = start.elapsed();
+        loop {
+            let got = timed!(
+                latency,
+                client.take(&t.queue, 1, Duration::from_millis(100)).await?
+            );
+            if !got.is_empty() {
+                break;
+            }
+            if start.elapsed() > timeout {
+                return Err(io::Error::other("no item served before the timeout"));
+            }
         }
-    };
-    let connected = start.elapsed();
-    loop {
-        let got = timed(&mut latency, || {
-            client.take(&t.queue, 1, Duration::from_millis(100))
-        })?;
-        if !got.is_empty() {
-            break;
-        }
-        if start.elapsed() > timeout {
-            return Err(io::Error::other("no item served before the timeout"));
-        }
-    }
-    let mut row = Row::new("first-get", 1, 1, start.elapsed(), &latency);
-    row.target = t.label.clone();
-    row.protocol = format!("{:?}", t.protocol).to_lowercase();
-    row.note = format!("connected after {:.3} s", connected.as_secs_f64());
-    Ok(row)
+        let mut row = Row::new("first-get", 1, 1, start.elapsed(), &latency);
+        row.target = t.label.clone();
+        row.protocol = format!("{:?}", t.protocol).to_lowercase();
+        row.note = format!("connected after {:.3} s", connected.as_secs_f64());
+        Ok(row)
+    })
 }

@@ -83,21 +83,32 @@ fn reliable_and_leaky_runs_verify_exactly_once_delivery_in_every_protocol() {
 fn flood_and_batch_report_what_they_did() {
     let server = Server::start();
     let addr = server.memcache.unwrap().to_string();
+    let pid = server.pid().to_string();
     let rows = bench(&[
         "--target",
         &addr,
+        "--server-pid",
+        &pid,
+        "--client-threads",
+        "2",
         "flood",
         "--connections",
         "3",
         "--items",
-        "300",
+        "3000",
         "--prefill",
         "5",
     ]);
     assert_eq!(
         (rows[0]["items"].as_u64(), rows[0]["ops"].as_u64()),
-        (Some(300), Some(600))
+        (Some(3000), Some(6000))
     );
+    // Both sides' CPU time is measured: the server's per request (in clock
+    // ticks: 6000 requests take well over one), the client's as a share of
+    // its threads.
+    let per_op = rows[0]["server_cpu_us_per_op"].as_f64().unwrap();
+    let busy = rows[0]["client_busy"].as_f64().unwrap();
+    assert!(per_op > 0.0 && busy > 0.0, "{:?}", rows[0]);
     let thrift = server.thrift.to_string();
     let rows = bench(&[
         "--protocol",
