@@ -74,11 +74,19 @@ impl Files {
     /// The file of `key` at `path`, opened for reading and appending (only
     /// reading, in a [read-only](Files::read_only) cache); if `create`,
     /// created when missing (never in a read-only cache). Also says whether
-    /// this call created it.
-    pub fn open(&self, key: Key, path: &Path, create: bool) -> io::Result<(Arc<File>, bool)> {
+    /// this call created it. The path is only made on a miss: every journal
+    /// write looks its file up here, and most find it.
+    pub fn open<P: AsRef<Path>>(
+        &self,
+        key: Key,
+        path: impl FnOnce() -> P,
+        create: bool,
+    ) -> io::Result<(Arc<File>, bool)> {
         if let Some(file) = self.lock().get(&key) {
             return Ok((file.clone(), false));
         }
+        let path = path();
+        let path = path.as_ref();
         // Opened outside the lock: every journal shares it.
         let mut options = OpenOptions::new();
         options.read(true).append(!self.read_only);
@@ -143,14 +151,14 @@ mod tests {
             segment,
         };
         let path = |n: u64| dir.path().join(format!("{n}"));
-        assert!(files.open(key(1), &path(1), false).is_err());
-        let (_, created) = files.open(key(1), &path(1), true).unwrap();
+        assert!(files.open(key(1), || path(1), false).is_err());
+        let (_, created) = files.open(key(1), || path(1), true).unwrap();
         assert!(created);
-        files.open(key(2), &path(2), true).unwrap();
-        files.open(key(3), &path(3), true).unwrap();
+        files.open(key(2), || path(2), true).unwrap();
+        files.open(key(3), || path(3), true).unwrap();
         assert_eq!(files.open_count(), 2);
         // Evicted, then opened again without being created again.
-        let (_, created) = files.open(key(1), &path(1), true).unwrap();
+        let (_, created) = files.open(key(1), || path(1), true).unwrap();
         assert!(!created);
         files.forget_journal(j);
         assert_eq!(files.open_count(), 0);
@@ -167,11 +175,11 @@ mod tests {
             segment,
         };
         let missing = dir.path().join("missing");
-        assert!(files.open(key(1), &missing, true).is_err());
+        assert!(files.open(key(1), || &missing, true).is_err());
         assert!(!missing.exists());
         let there = dir.path().join("there");
         std::fs::write(&there, b"records").unwrap();
-        let (file, created) = files.open(key(2), &there, true).unwrap();
+        let (file, created) = files.open(key(2), || &there, true).unwrap();
         assert!(!created);
         assert!((&*file).write_all(b"more").is_err());
         assert_eq!(std::fs::read(&there).unwrap(), b"records");

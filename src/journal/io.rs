@@ -209,8 +209,8 @@ impl JournalIo {
 
     /// The file of `segment`, which becomes the one appended to.
     fn file(&self, w: &mut Writer, segment: u64) -> io::Result<Arc<File>> {
-        let path = segment::path(&self.dir, segment);
-        let (file, created) = self.journals.files().open(self.key(segment), &path, true)?;
+        let path = || segment::path(&self.dir, segment);
+        let (file, created) = self.journals.files().open(self.key(segment), path, true)?;
         if created && self.sync == SyncMode::Always {
             disk::sync_dir(&self.dir)?;
         }
@@ -282,7 +282,11 @@ impl JournalIo {
         for segment in std::mem::take(&mut w.unsynced).into_iter().chain(current) {
             let path = segment::path(&self.dir, segment);
             result = result.and(
-                match self.journals.files().open(self.key(segment), &path, false) {
+                match self
+                    .journals
+                    .files()
+                    .open(self.key(segment), || &path, false)
+                {
                     Ok((file, _)) => disk::sync_data(&file, &path),
                     // Nothing was ever written to it.
                     Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -127,7 +127,7 @@ impl Reader {
             segment: id,
         };
         let path = path(dir, id);
-        let (file, _) = files.open(key, &path, false)?;
+        let (file, _) = files.open(key, || &path, false)?;
         let meta = file.metadata()?;
         Ok(Reader {
             id,
@@ -148,7 +148,7 @@ impl Reader {
         if let Some(file) = &self.file {
             return Ok(file.clone());
         }
-        let (file, _) = self.files.open(self.key, &self.path, false)?;
+        let (file, _) = self.files.open(self.key, || &self.path, false)?;
         if file.metadata()?.ino() != self.ino {
             return Err(io::Error::other(format!(
                 "{} was replaced while being read",
@@ -173,7 +173,7 @@ impl Reader {
         if self.file.is_some() {
             return Ok(true);
         }
-        let (file, _) = self.files.open(self.key, &self.path, false)?;
+        let (file, _) = self.files.open(self.key, || &self.path, false)?;
         let meta = file.metadata()?;
         if meta.ino() != self.ino {
             return Ok(false);

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -106,6 +106,10 @@ pub struct QueueCollection {
     max_queues: usize,
     /// By name; a fanout parent's children are the range `"p+".."p,"`.
     queues: RwLock<BTreeMap<Arc<str>, Arc<Queue>>>,
+    /// Some queue's name has a `+` (it is, or was, somebody's child): until
+    /// then a put looks for no children, which would cost it two names made
+    /// and a lookup. Never cleared; a stale `true` only costs the lookup.
+    any_child: AtomicBool,
     /// Queues whose journal exists but could not be opened: refused until an
     /// operator repairs them, never overwritten.
     broken: RwLock<HashMap<Arc<str>, String>>,
@@ -138,6 +142,7 @@ impl QueueCollection {
             journals: Journals::new(capacity.max_open_files),
             max_queues: capacity.max_queues,
             queues: RwLock::new(BTreeMap::new()),
+            any_child: AtomicBool::new(false),
             broken: RwLock::new(HashMap::new()),
             xids: Arc::new(XidSource::new()),
             config: RwLock::new(Arc::new(config)),
@@ -208,6 +213,7 @@ impl QueueCollection {
                         Some(journal),
                         Some(recovery),
                     );
+                    self.note_child(&name);
                     map.insert(name, Arc::new(queue));
                 }
                 Err(e) => {
@@ -331,6 +337,7 @@ impl QueueCollection {
             journal,
             None,
         ));
+        self.note_child(&name);
         queues.insert(name, q.clone());
         self.creates.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(queue, "queue created");
@@ -465,8 +472,18 @@ impl QueueCollection {
         lock_err(self.config.read()).aliases.contains_key(name)
     }
 
+    /// Marks that a child may exist once a queue named like one appears.
+    fn note_child(&self, name: &str) {
+        if name.contains('+') {
+            self.any_child.store(true, Ordering::Release);
+        }
+    }
+
     /// The fanout children of `parent` (`parent+…`).
     pub fn children(&self, parent: &str) -> Vec<Arc<Queue>> {
+        if !self.any_child.load(Ordering::Acquire) {
+            return Vec::new();
+        }
         let (from, to) = (format!("{parent}+"), format!("{parent},"));
         let queues = lock_err(self.queues.read());
         queues

@@ -179,8 +179,11 @@ impl Decoder for McCodec {
                         }
                         return Ok(None);
                     };
-                    let line = buf.split_to(end + 1);
-                    match parse_line(trim_eol(&line)) {
+                    // Parsed in place, then stepped over: splitting the
+                    // line off would share the buffer (an allocation).
+                    let parsed = parse_line(trim_eol(&buf[..=end]));
+                    buf.advance(end + 1);
+                    match parsed {
                         Ok(Line::Request(request)) => return Ok(Some(Frame::Request(request))),
                         Ok(Line::Set(SetLine { len, .. }) | Line::BadSet { len, .. })
                             if len > self.max_item =>
