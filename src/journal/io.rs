@@ -80,7 +80,16 @@ struct Chunk {
 struct Pending {
     chunks: VecDeque<Chunk>,
     appended: u64,
+    /// Buffers of chunks already written, cleared, for the next chunks: a
+    /// batch then encodes its records into memory that is already there
+    /// instead of allocating and growing a buffer per batch.
+    spare: Vec<BytesMut>,
 }
+
+/// Written chunks' buffers kept for reuse, and the largest kept (a burst's
+/// big buffer is freed, not held by an idle queue).
+const SPARE_CHUNKS: usize = 2;
+const SPARE_CHUNK_BYTES: usize = 64 * 1024;
 
 /// The segment being appended to, and its length.
 struct Current {
@@ -147,9 +156,10 @@ impl JournalIo {
         let mut p = lock(&self.pending);
         let end = p.appended;
         if p.chunks.back().is_none_or(|c| c.segment != segment) {
+            let bytes = p.spare.pop().unwrap_or_default();
             p.chunks.push_back(Chunk {
                 segment,
-                bytes: BytesMut::new(),
+                bytes,
                 end,
             });
         }
@@ -227,7 +237,7 @@ impl JournalIo {
 
     /// Writes everything pending. Runs as the writer (holding its lock).
     fn write_pending(&self, w: &mut Writer) {
-        let chunks = std::mem::take(&mut lock(&self.pending).chunks);
+        let mut chunks = std::mem::take(&mut lock(&self.pending).chunks);
         if self.closed.load(Ordering::Acquire) {
             if let Some(last) = chunks.back() {
                 w.progress.written = last.end;
@@ -235,6 +245,23 @@ impl JournalIo {
             }
             return;
         }
+        self.write_chunks(w, &chunks);
+        // Hand the buffers (and the list) back for the next batch.
+        let mut p = lock(&self.pending);
+        for chunk in chunks.drain(..) {
+            let mut bytes = chunk.bytes;
+            if p.spare.len() < SPARE_CHUNKS && bytes.capacity() <= SPARE_CHUNK_BYTES {
+                bytes.clear();
+                p.spare.push(bytes);
+            }
+        }
+        if p.chunks.is_empty() && p.chunks.capacity() == 0 {
+            p.chunks = chunks;
+        }
+    }
+
+    /// Writes `chunks` in order; a failure drops the rest of the batch.
+    fn write_chunks(&self, w: &mut Writer, chunks: &VecDeque<Chunk>) {
         let mut failed: Option<(u64, String)> = None;
         for chunk in chunks {
             if failed.is_some() {
