@@ -41,7 +41,7 @@ targets=("kestrel|$mc|$pid")
 kestrel_thrift=$th
 idle_kestrel=$(rss_mib "$kpid")
 mport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-memcached -l 127.0.0.1 -p "$mport" -U 0 -I 16m -m 1024 -u "$(id -un)" &
+memcached -l 127.0.0.1 -p "$mport" -t 2 -U 0 -I 16m -m 1024 -u "$(id -un)" &
 mpid=$!
 for _ in $(seq 100); do (echo > "/dev/tcp/127.0.0.1/$mport") 2>/dev/null && break; sleep 0.05; done
 targets+=("memcached|127.0.0.1:$mport|$mpid")
@@ -70,15 +70,21 @@ bench() {
 }
 
 echo "flood..." >&2
-for conns in 10 100; do
-  for t in "${targets[@]}"; do bench "$t" flood --connections "$conns" --items $(( 200000 / scale )) --size 64; done
+# 100k sets and 100k gets per row (50k of each with one connection).
+for size in 64 1024; do
+  for conns in 1 10 100; do
+    [ "$size" = 1024 ] && [ "$conns" = 1 ] && continue
+    items=$(( (conns == 1 ? 50000 : 100000) / scale ))
+    for t in "${targets[@]}"; do bench "$t" flood --connections "$conns" --items "$items" --size "$size"; done
+  done
 done
-for t in "${targets[@]}"; do bench "$t" flood --connections 10 --items $(( 100000 / scale )) --size 1024; done
 echo "fairness..." >&2
 for t in "${targets[@]}"; do bench "$t" fairness --clients 10 --large-clients 1 --seconds $(( 8 / scale + 1 )); done
 echo "reliable reads..." >&2
 for t in "${targets[@]}"; do
   [ "${t%%|*}" = memcached ] && continue # no reliable reads in memcached
+  # The reliable loop: round-trip bound with 2 producers, server-bound with 4.
+  bench "$t" reliable --producers 2 --consumers 4 --items $(( 20000 / scale )) --size 64
   bench "$t" reliable --producers 4 --consumers 4 --items $(( 10000 / scale )) --size 64
   bench "$t" leaky --producers 4 --consumers 4 --items $(( 5000 / scale )) --size 64 --drop-percent 5
 done
@@ -114,10 +120,22 @@ Produced by \`benches/compare.sh\` on $(date -u +%Y-%m-%d) ($runs runs per row, 
   $(uname -sr); client and server share the CPUs over loopback.
 - kestrel $kversion (release build), defaults: every queue journaled, \`sync_journal = 100ms\`
   (acknowledged after the write to the OS: a process crash loses nothing acknowledged).
-- memcached $mversion (Debian package), \`-t 4 -I 16m -m 1024\`: memory only, nothing durable;
+- memcached $mversion (Debian package), \`-t 2 -I 16m -m 1024\`: memory only, nothing durable;
   it overwrites one value per key, so it has no backlog and no reliable reads.
-$(for p in "${peers[@]}"; do echo "- ${p%%=*} at ${p#*=}, as started by the caller."; done)- Client: \`kestrel-bench\`, one blocking connection per thread, random payloads per item; items/s
-  counts puts (flood counts a put and a get per item).
+$(for t in "${targets[@]:2}"; do IFS='|' read -r name addr _ <<< "$t"; echo "- $name at $addr, as started by the caller (see below for its settings)."; done)
+- Client: \`kestrel-bench\`, every connection a task on one thread (async, one request in flight
+  per connection), random payloads per item. Requests/s counts sets and gets; items/s counts
+  items put (the reliable loop: items confirmed, each a \`set\` and a \`get q/close/open\`).
+  Server CPU is the server process's user+system time over the run (\`/proc/PID/stat\`), per
+  request. † marks a row whose client thread was busy at least 90% of the run: the client set
+  its pace, so its rate is a floor for the server, and CPU per request is the fairer comparison.
+
+### Side by side
+
+Flood: requests/s (half sets, half gets, one queue) and the server's CPU µs per request; reliable
+loop: items/s.
+
+$($REPORT matrix "$rows")
 
 ### Goals
 
