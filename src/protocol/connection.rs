@@ -328,7 +328,10 @@ impl<'a, C: Codec> Connection<'a, C> {
                 Some(Ok(0)) => return Err(Stop::Gone(None)),
                 Some(Ok(n)) => {
                     stats::add(&self.stats.bytes_read, n as u64);
-                    self.last_input = Instant::now();
+                    if self.idle_timeout.is_some() {
+                        // Only the idle timer reads it: no clock read without one.
+                        self.last_input = Instant::now();
+                    }
                     return Ok(true);
                 }
                 Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}

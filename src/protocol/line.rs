@@ -3,6 +3,8 @@
 //! and items cut out of the input buffer. Pure functions over bytes; each
 //! protocol words its own error replies.
 
+use std::borrow::Cow;
+
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::config::ServerConfig;
@@ -31,12 +33,43 @@ impl Limits {
     }
 }
 
-/// Splits a command line at spaces: the command, lowercased, and its
+/// Most arguments a command of either protocol reads (`set q flags
+/// exptime bytes noreply`); words past them are ignored, as they were when
+/// every word was kept.
+pub const MAX_ARGS: usize = 6;
+
+/// A command line's arguments, kept in place: every request is split, and
+/// a `Vec` of them was an allocation per request.
+#[derive(Debug, Default)]
+pub struct Args<'a> {
+    words: [&'a [u8]; MAX_ARGS],
+    len: usize,
+}
+
+impl<'a> std::ops::Deref for Args<'a> {
+    type Target = [&'a [u8]];
+
+    fn deref(&self) -> &[&'a [u8]] {
+        &self.words[..self.len]
+    }
+}
+
+/// Splits a command line at spaces: the command, lowercased (borrowed
+/// unless it had capitals or was not UTF-8), and its first [`MAX_ARGS`]
 /// arguments. `None` for a blank line.
-pub fn split_command(line: &[u8]) -> Option<(String, Vec<&[u8]>)> {
+pub fn split_command(line: &[u8]) -> Option<(Cow<'_, str>, Args<'_>)> {
     let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
-    let command = String::from_utf8_lossy(words.next()?).to_ascii_lowercase();
-    Some((command, words.collect()))
+    let first = words.next()?;
+    let command = match std::str::from_utf8(first) {
+        Ok(c) if !c.bytes().any(|b| b.is_ascii_uppercase()) => Cow::Borrowed(c),
+        _ => Cow::Owned(String::from_utf8_lossy(first).to_ascii_lowercase()),
+    };
+    let mut args = Args::default();
+    for (slot, word) in args.words.iter_mut().zip(words) {
+        *slot = word;
+        args.len += 1;
+    }
+    Some((command, args))
 }
 
 /// A word as a number, if it is one.
@@ -73,7 +106,12 @@ mod tests {
     fn words_split_at_runs_of_spaces_and_the_command_is_lowercased() {
         let (command, args) = split_command(b"  GET  q/open   x").unwrap();
         assert_eq!(command, "get");
-        assert_eq!(args, [&b"q/open"[..], b"x"]);
+        assert_eq!(*args, [&b"q/open"[..], b"x"]);
+        assert!(matches!(command, Cow::Owned(_)));
+        let (command, args) = split_command(b"set q 0 0 5 noreply extra more").unwrap();
+        assert!(matches!(command, Cow::Borrowed("set")));
+        assert_eq!(args.len(), MAX_ARGS);
+        assert_eq!(args[MAX_ARGS - 1], b"extra");
         assert!(split_command(b"   ").is_none());
         assert_eq!(number::<u32>(b"42"), Some(42));
         assert_eq!(number::<u32>(b"-1"), None);

@@ -8,6 +8,8 @@ use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
+
+use smallvec::SmallVec;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -50,7 +52,9 @@ pub struct Placed {
 pub struct Delivery {
     /// How many items the client is told were accepted.
     pub accepted: usize,
-    pub placed: Vec<Placed>,
+    /// The queue put into, and its fanout children: one, usually, kept
+    /// inline (every put makes one of these).
+    pub placed: SmallVec<[Placed; 1]>,
 }
 
 /// Waits for an acknowledgement whose failure only needs logging.
@@ -360,7 +364,7 @@ impl QueueCollection {
         };
         let mut delivery = Delivery {
             accepted: items.len(),
-            placed: Vec::new(),
+            placed: SmallVec::new(),
         };
         for target in targets {
             let d = self.put_with_fanout(target, items, expires_ms)?;
@@ -379,7 +383,7 @@ impl QueueCollection {
         let q = self.get_or_create(name)?;
         let mut delivery = Delivery {
             accepted: items.len(),
-            placed: Vec::new(),
+            placed: SmallVec::new(),
         };
         if !q.config().fanout_only {
             let write = self.put_one(name, items, expires_ms)?;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -256,7 +257,7 @@ impl QueueService for QueueServer {
         // journal write and fsync still cover the whole batch.
         let long = items.len() > offload::LONG_ITEMS;
         let mut accepted = 0;
-        let mut placed = Vec::new();
+        let mut placed: SmallVec<[_; 1]> = SmallVec::new();
         for (i, chunk) in items.chunks(offload::LONG_ITEMS).enumerate() {
             if i > 0 {
                 tokio::task::yield_now().await;

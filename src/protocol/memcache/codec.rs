@@ -288,7 +288,7 @@ fn parse_line(line: &[u8]) -> Result<Line, String> {
         return Err("empty command line".into());
     };
     let args = &args[..];
-    let request = match command.as_str() {
+    let request = match &*command {
         "set" => return parse_set(args),
         "get" | "gets" => parse_get(args)?,
         "monitor" => Request::Monitor {

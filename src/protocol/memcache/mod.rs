@@ -117,7 +117,11 @@ fn line(out: &mut BytesMut, text: &str) {
 
 fn value(out: &mut BytesMut, key: &str, data: &[u8]) {
     out.reserve(key.len() + data.len() + 32);
-    out.put_slice(format!("VALUE {key} 0 {}\r\n", data.len()).as_bytes());
+    out.put_slice(b"VALUE ");
+    out.put_slice(key.as_bytes());
+    out.put_slice(b" 0 ");
+    out.put_slice(itoa::Buffer::new().format(data.len()).as_bytes());
+    out.put_slice(b"\r\n");
     out.put_slice(data);
     out.put_slice(b"\r\nEND\r\n");
 }

@@ -290,7 +290,7 @@ fn parse_line(line: &[u8]) -> Result<Parsed, String> {
             .and_then(|q| word(q))
     };
     let optional_timeout = || args.get(1).map(|t| millis(t, "timeout")).transpose();
-    let request = match command.as_str() {
+    let request = match &*command {
         "put" => {
             if !has_colon {
                 return Err(
