@@ -12,7 +12,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Instant;
 
@@ -61,6 +61,26 @@ impl Progress {
     /// The failure covering the record that ends at `lsn`, if any.
     fn failure_at(&self, lsn: u64) -> Option<&Failure> {
         self.failures.iter().find(|f| f.from < lsn && lsn <= f.to)
+    }
+}
+
+/// While writes are not shared, one wait in this many still yields first,
+/// to find out whether they could be again.
+const PROBE_EVERY: u32 = 16;
+
+/// Counts a task in [`JournalIo::wait`] for as long as it is there.
+struct Waiting<'a>(&'a AtomicU32);
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a AtomicU32) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -121,6 +141,16 @@ pub struct JournalIo {
     pending: Mutex<Pending>,
     writer: Mutex<Writer>,
     progress: watch::Sender<Progress>,
+    /// `progress`'s positions and whether it ever recorded a failure,
+    /// mirrored for the waiters' common case (see `settled`).
+    written_to: AtomicU64,
+    synced_to: AtomicU64,
+    failed_once: AtomicBool,
+    /// Tasks in [`JournalIo::wait`] now, whether the last write they did
+    /// was shared by several, and how many waits there were (see `wait`).
+    waiting: AtomicU32,
+    shared: AtomicBool,
+    waits: AtomicU32,
     closed: AtomicBool,
     failures: AtomicU64,
 }
@@ -141,6 +171,12 @@ impl JournalIo {
             pending: Mutex::new(Pending::default()),
             writer: Mutex::new(Writer::default()),
             progress: watch::Sender::new(Progress::default()),
+            written_to: AtomicU64::new(0),
+            synced_to: AtomicU64::new(0),
+            failed_once: AtomicBool::new(false),
+            waiting: AtomicU32::new(0),
+            shared: AtomicBool::new(true),
+            waits: AtomicU32::new(0),
             closed: AtomicBool::new(false),
             failures: AtomicU64::new(0),
         })
@@ -342,29 +378,59 @@ impl JournalIo {
         // Release the writer before telling waiters, so a waiter that finds
         // its record still unwritten can become the writer.
         drop(w);
+        // The failure flag first: a waiter that sees the new positions sees
+        // it too (see `settled`). fetch_max: two publishers may finish out of
+        // order, and the positions only ever grow.
+        if !progress.failures.is_empty() {
+            self.failed_once.store(true, Ordering::Release);
+        }
+        self.synced_to.fetch_max(progress.synced, Ordering::AcqRel);
+        self.written_to
+            .fetch_max(progress.written, Ordering::AcqRel);
         self.progress.send_replace(progress);
+    }
+
+    /// Whether the record ending at `lsn` is durable as the sync mode
+    /// requires (`Some(Ok)`), failed (`Some(Err)`), or not yet (`None`).
+    /// While no write ever failed this is two atomic loads, not the watch.
+    fn settled(&self, lsn: u64) -> Option<Result<(), WriteError>> {
+        let reached = match self.sync {
+            SyncMode::Always => &self.synced_to,
+            _ => &self.written_to,
+        };
+        // Positions before the flag: publish sets the flag before it moves them.
+        let reached = reached.load(Ordering::Acquire);
+        if !self.failed_once.load(Ordering::Acquire) {
+            return (reached >= lsn).then_some(Ok(()));
+        }
+        let p = self.progress.borrow();
+        if let Some(f) = p.failure_at(lsn) {
+            return Some(Err(WriteError(f.message.clone())));
+        }
+        let done = match self.sync {
+            SyncMode::Always => p.synced >= lsn,
+            _ => p.written >= lsn,
+        };
+        done.then_some(Ok(()))
     }
 
     /// Waits until the record ending at `lsn` is durable as the sync mode
     /// requires, writing (and fsyncing) it ourselves if nobody else is.
     pub async fn wait(&self, lsn: u64) -> Result<(), WriteError> {
-        let mut rx = self.progress.subscribe();
+        let _waiting = Waiting::enter(&self.waiting);
         // Before writing, let the other tasks that are ready to run append
-        // their records too: one write then covers all of them.
-        let mut yielded = false;
+        // their records too: one write then covers all of them. Worth it
+        // only while writes are shared: alone (one connection), the yield
+        // costs a pass of the event loop per request and saves nothing, so
+        // then only every [`PROBE_EVERY`]th wait yields, to notice company.
+        let probe = self
+            .waits
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(PROBE_EVERY);
+        let mut yielded = !(probe || self.shared.load(Ordering::Relaxed));
         loop {
-            {
-                let p = rx.borrow_and_update();
-                if let Some(f) = p.failure_at(lsn) {
-                    return Err(WriteError(f.message.clone()));
-                }
-                let done = match self.sync {
-                    SyncMode::Always => p.synced >= lsn,
-                    _ => p.written >= lsn,
-                };
-                if done {
-                    return Ok(());
-                }
+            if let Some(done) = self.settled(lsn) {
+                return done;
             }
             if !yielded {
                 yielded = true;
@@ -384,8 +450,17 @@ impl JournalIo {
                 if self.sync == SyncMode::Always && w.progress.synced < w.progress.written {
                     crate::offload::long(|| self.sync_files(&mut w));
                 }
+                // Others waited with us: this write served more than one.
+                let company = self.waiting.load(Ordering::Relaxed) > 1;
+                self.shared.store(company, Ordering::Relaxed);
                 self.publish(w);
                 continue;
+            }
+            // Another task is writing: wait for its progress. Subscribed
+            // before looking again, so a publish in between is not missed.
+            let mut rx = self.progress.subscribe();
+            if let Some(done) = self.settled(lsn) {
+                return done;
             }
             if rx.changed().await.is_err() {
                 return Ok(());
