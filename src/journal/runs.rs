@@ -78,6 +78,22 @@ impl Runs {
         if start >= end {
             return;
         }
+        // Puts land at the tail: at or past the start of the last run, the
+        // range extends it, or follows it, with no other run to absorb.
+        if let Some(mut last) = self.runs.last_entry() {
+            let (s, e) = (*last.key(), *last.get());
+            if s <= start && start <= e {
+                let grown = end.max(e);
+                *last.get_mut() = grown;
+                self.len += grown - e;
+                return;
+            }
+            if start > e {
+                self.runs.insert(start, end);
+                self.len += end - start;
+                return;
+            }
+        }
         // Absorb every run that overlaps or touches [start, end).
         let mut absorbed = 0;
         if let Some((&s, &e)) = self.runs.range(..=start).next_back()
@@ -99,6 +115,17 @@ impl Runs {
 
     /// Removes `seq`; returns whether it was a member.
     pub fn remove(&mut self, seq: u64) -> bool {
+        // Reads take from the head: the first member needs no search.
+        if let Some(first) = self.runs.first_entry()
+            && *first.key() == seq
+        {
+            let e = first.remove();
+            if seq + 1 < e {
+                self.runs.insert(seq + 1, e);
+            }
+            self.len -= 1;
+            return true;
+        }
         let Some((&s, &e)) = self.runs.range(..=seq).next_back() else {
             return false;
         };
@@ -190,6 +217,43 @@ mod tests {
                 _ => {
                     r.insert(seq);
                     s.insert(seq);
+                }
+            }
+            assert_eq!(r.len(), s.len() as u64);
+        }
+        let members: Vec<u64> = r.runs().flat_map(|(a, b)| a..b).collect();
+        assert_eq!(members, s.into_iter().collect::<Vec<_>>());
+    }
+
+    /// A queue's pattern: appends at the tail, removals mostly at the head,
+    /// some out of order (the fast paths), checked against a plain set.
+    #[test]
+    fn matches_a_plain_set_as_a_queue_uses_it() {
+        use std::collections::BTreeSet;
+        let mut r = Runs::default();
+        let mut s = BTreeSet::new();
+        let (mut tail, mut x): (u64, u64) = (0, 99);
+        for _ in 0..20000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            match x % 8 {
+                0..=3 => {
+                    let n = 1 + x % 3;
+                    let gap = u64::from(x % 16 == 4);
+                    r.insert_range(tail + gap, tail + gap + n);
+                    s.extend(tail + gap..tail + gap + n);
+                    tail += gap + n;
+                }
+                4..=6 => {
+                    if let Some(&head) = s.first() {
+                        assert!(r.remove(head));
+                        s.remove(&head);
+                    }
+                }
+                _ => {
+                    let seq = x % (tail + 1);
+                    assert_eq!(r.remove(seq), s.remove(&seq));
                 }
             }
             assert_eq!(r.len(), s.len() as u64);
