@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use thrift::protocol::{
     TBinaryOutputProtocol, TFieldIdentifier, TInputProtocol, TListIdentifier, TMessageIdentifier,
     TMessageType, TOutputProtocol, TSetIdentifier, TStructIdentifier, TType,
@@ -68,11 +68,19 @@ impl Command {
     }
 }
 
+/// An item a `get` returns: its data as the queue holds it (no copy), and
+/// its id (0 unless opened with a deadline).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub data: Bytes,
+    pub id: i64,
+}
+
 /// What a call's reply carries.
 #[derive(Debug)]
 pub enum Outcome {
     Count(thrift::Result<i32>),
-    Items(thrift::Result<Vec<Item>>),
+    Items(thrift::Result<Vec<Delivery>>),
     Info(thrift::Result<QueueInfo>),
     Done(thrift::Result<()>),
     Status(thrift::Result<Status>),
@@ -279,7 +287,12 @@ impl KestrelSyncHandler for Replier {
         reply_with!(self, Count)
     }
     fn handle_get(&self, _: String, _: i32, _: i32, _: i32) -> thrift::Result<Vec<Item>> {
-        reply_with!(self, Items)
+        reply_with!(self, Items).map(|items| {
+            items
+                .into_iter()
+                .map(|d| Item::new(d.data.to_vec(), d.id))
+                .collect()
+        })
     }
     fn handle_confirm(&self, _: String, _: BTreeSet<i64>) -> thrift::Result<i32> {
         reply_with!(self, Count)
@@ -415,6 +428,51 @@ pub fn encode(frame: &[u8], outcome: Outcome, out: &mut BytesMut) {
     let Ok(ident) = FrameInput::new(frame).read_message_begin() else {
         unreachable!("step 1 read this same header");
     };
+    if let Outcome::Items(Ok(items)) = &outcome {
+        write_items(out, &ident, items);
+        return;
+    }
+    encode_generated(&ident, outcome, out);
+}
+
+/// The reply to a successful `get`, written directly: what the generated
+/// `KestrelGetResult` writes (a test holds the two byte for byte), without
+/// copying every item into the generated `Item` and writing it through
+/// `io::Write` field by field — that was most of a batch get's cost.
+fn write_items(out: &mut BytesMut, ident: &TMessageIdentifier, items: &[Delivery]) {
+    const VERSION_1: u32 = 0x8001_0000;
+    const REPLY: u32 = 2;
+    let (list, stop, i64_type, binary) = (15u8, 0u8, 10u8, 11u8);
+    let size: usize = items.iter().map(|i| 18 + i.data.len()).sum();
+    out.reserve(4 + 16 + ident.name.len() + 8 + size + 2);
+    let start = out.len();
+    out.put_u32(0);
+    out.put_u32(VERSION_1 | REPLY);
+    out.put_u32(ident.name.len() as u32);
+    out.put_slice(ident.name.as_bytes());
+    out.put_i32(ident.sequence_number);
+    // Field 0 (success): a list of Item structs.
+    out.put_u8(list);
+    out.put_i16(0);
+    out.put_u8(12);
+    out.put_i32(items.len() as i32);
+    for item in items {
+        out.put_u8(binary);
+        out.put_i16(1);
+        out.put_u32(item.data.len() as u32);
+        out.put_slice(&item.data);
+        out.put_u8(i64_type);
+        out.put_i16(2);
+        out.put_i64(item.id);
+        out.put_u8(stop);
+    }
+    out.put_u8(stop);
+    let len = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+/// Step 3 through the generated function of the call's method.
+fn encode_generated(ident: &TMessageIdentifier, outcome: Outcome, out: &mut BytesMut) {
     let Some(canned) = canned_call(&ident.name) else {
         unreachable!("step 1 dispatched this method");
     };
@@ -424,12 +482,12 @@ pub fn encode(frame: &[u8], outcome: Outcome, out: &mut BytesMut) {
     let start = out.len();
     let mut encoded = false;
     write_frame(out, |o| {
-        encoded = matches!(dispatch(&replier, &ident, &mut input, o), Some(Ok(())))
+        encoded = matches!(dispatch(&replier, ident, &mut input, o), Some(Ok(())))
     });
     if !encoded {
         out.truncate(start);
         let message = "reply could not be encoded".to_string();
-        write_exception(out, &ident, ApplicationErrorKind::InternalError, message);
+        write_exception(out, ident, ApplicationErrorKind::InternalError, message);
     }
 }
 
@@ -450,6 +508,33 @@ mod tests {
         let mut sink = TBinaryOutputProtocol::new(std::io::sink(), true);
         assert!(dispatch(&Recorder::default(), &ident, &mut input, &mut sink).is_none());
         assert!(canned_call("nonesuch").is_none());
+    }
+
+    #[test]
+    fn a_get_reply_is_written_as_the_generated_code_writes_it() {
+        let ident = TMessageIdentifier::new("get", TMessageType::Call, 77);
+        for items in [
+            vec![],
+            vec![Delivery {
+                data: Bytes::new(),
+                id: 0,
+            }],
+            vec![
+                Delivery {
+                    data: Bytes::from_static(b"first"),
+                    id: i64::MAX,
+                },
+                Delivery {
+                    data: Bytes::from(vec![0xff; 300]),
+                    id: -1,
+                },
+            ],
+        ] {
+            let (mut direct, mut generated) = (BytesMut::new(), BytesMut::new());
+            write_items(&mut direct, &ident, &items);
+            encode_generated(&ident, Outcome::Items(Ok(items)), &mut generated);
+            assert_eq!(direct, generated);
+        }
     }
 
     /// METHODS names the IDL's methods, with their argument ids, in order.

@@ -41,9 +41,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use thrift::{ApplicationError, ApplicationErrorKind};
 
-use self::codec::{Command, Outcome};
+use self::codec::{Command, Delivery, Outcome};
 use self::frame::FrameCodec;
-use self::generated::{Item, QueueInfo, Status};
+use self::generated::{QueueInfo, Status};
 use super::connection::{Closed, Connection, Context, Handled, Protocol};
 use crate::config::ServerConfig;
 use crate::offload;
@@ -165,7 +165,10 @@ async fn execute(
                     Ok(offload::long_if(long, || {
                         delivered
                             .into_iter()
-                            .map(|d| Item::new(d.data.to_vec(), d.id.map_or(0, |id| id as i64)))
+                            .map(|d| Delivery {
+                                data: d.data,
+                                id: d.id.map_or(0, |id| id as i64),
+                            })
                             .collect()
                     }))
                 }
