@@ -46,9 +46,30 @@ pub enum Client {
     Thrift(Thrift),
 }
 
-/// Longest wait for one reply: a server that stops answering fails the run
-/// instead of hanging it.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest time a client thread may go without any reply before the run
+/// fails: a server that stops answering fails it instead of hanging it.
+/// Watched per thread (see [`watchdog`]), not with a timer per request.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
+
+thread_local! {
+    /// Replies read on this thread: what [`watchdog`] watches.
+    static REPLIES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Resolves with an error once no connection on this thread has read a
+/// reply for [`REPLY_TIMEOUT`]; run it beside the thread's connections.
+pub async fn watchdog() -> io::Error {
+    let mut last = (REPLIES.get(), tokio::time::Instant::now());
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let replies = REPLIES.get();
+        if replies != last.0 {
+            last = (replies, tokio::time::Instant::now());
+        } else if last.1.elapsed() >= REPLY_TIMEOUT {
+            return io::Error::new(io::ErrorKind::TimedOut, "no reply in 120 s");
+        }
+    }
+}
 
 /// Connects a client of `protocol` to `addr`. `auto_abort` is the deadline
 /// Thrift reads are opened with.
@@ -207,35 +228,23 @@ impl Conn {
         self.send().await
     }
 
-    async fn timed<T>(
-        &mut self,
-        read: impl AsyncFnOnce(&mut Self) -> io::Result<T>,
-    ) -> io::Result<T> {
-        match tokio::time::timeout(REPLY_TIMEOUT, read(self)).await {
-            Ok(r) => r,
-            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "no reply in 120 s")),
-        }
-    }
-
     /// The next line of the reply, without its line end.
     async fn read_line(&mut self) -> io::Result<&[u8]> {
-        self.timed(async |c| {
-            c.line.clear();
-            if c.stream.read_until(b'\n', &mut c.line).await? == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            while matches!(c.line.last(), Some(b'\n' | b'\r')) {
-                c.line.pop();
-            }
-            Ok(())
-        })
-        .await?;
+        self.line.clear();
+        if self.stream.read_until(b'\n', &mut self.line).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        REPLIES.set(REPLIES.get() + 1);
+        while matches!(self.line.last(), Some(b'\n' | b'\r')) {
+            self.line.pop();
+        }
         Ok(&self.line)
     }
 
     async fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
-        self.timed(async |c| c.stream.read_exact(buf).await.map(drop))
-            .await
+        self.stream.read_exact(buf).await?;
+        REPLIES.set(REPLIES.get() + 1);
+        Ok(())
     }
 }
 
@@ -250,7 +259,11 @@ impl Memcache {
         let request = &mut self.conn.request;
         request.clear();
         for item in items {
-            write!(request, "set {queue} 0 0 {}\r\n", item.len())?;
+            request.extend_from_slice(b"set ");
+            request.extend_from_slice(queue.as_bytes());
+            request.extend_from_slice(b" 0 0 ");
+            request.extend_from_slice(itoa::Buffer::new().format(item.len()).as_bytes());
+            request.extend_from_slice(b"\r\n");
             request.extend_from_slice(item);
             request.extend_from_slice(b"\r\n");
         }
@@ -280,9 +293,12 @@ impl Memcache {
     ) -> io::Result<Option<Vec<u8>>> {
         let request = &mut self.conn.request;
         request.clear();
-        write!(request, "get {queue}{options}")?;
+        request.extend_from_slice(b"get ");
+        request.extend_from_slice(queue.as_bytes());
+        request.extend_from_slice(options.as_bytes());
         if !timeout.is_zero() {
-            write!(request, "/t={}", timeout.as_millis())?;
+            request.extend_from_slice(b"/t=");
+            request.extend_from_slice(itoa::Buffer::new().format(timeout.as_millis()).as_bytes());
         }
         request.extend_from_slice(b"\r\n");
         self.conn.send().await?;

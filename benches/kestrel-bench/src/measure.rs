@@ -216,8 +216,14 @@ impl Payloads {
 
     /// An item of `size` bytes (at least the tag's 17) tagged (producer, seq).
     pub fn item(&mut self, producer: u32, seq: u64, size: usize) -> Vec<u8> {
-        let mut item =
-            format!("p{:04}s{:010}.", producer % 10_000, seq % 10_000_000_000).into_bytes();
+        // The tag "pPPPPsSSSSSSSSSS.", written digit by digit: the client's
+        // time is the server's on a shared machine.
+        let mut item = Vec::with_capacity(size.max(TAG_LEN));
+        item.push(b'p');
+        push_digits(&mut item, u64::from(producer % 10_000), 4);
+        item.push(b's');
+        push_digits(&mut item, seq % 10_000_000_000, 10);
+        item.push(b'.');
         item.truncate(size.max(TAG_LEN));
         while item.len() < size {
             let r = self.next().to_le_bytes();
@@ -229,6 +235,16 @@ impl Payloads {
             }
         }
         item
+    }
+}
+
+/// Appends `n` as exactly `width` decimal digits (zero-padded).
+fn push_digits(out: &mut Vec<u8>, mut n: u64, width: usize) {
+    let start = out.len();
+    out.resize(start + width, b'0');
+    for d in out[start..].iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
     }
 }
 
@@ -297,6 +313,7 @@ mod tests {
         let b = p.item(3, 43, 64);
         assert_eq!(a.len(), 64);
         assert_eq!(tag(&a), Some((3, 42)));
+        assert_eq!(&a[..TAG_LEN], b"p0003s0000000042.");
         assert_ne!(a[TAG_LEN..], b[TAG_LEN..]);
         assert!(!a.contains(&b'\n') && !a.contains(&b'\r'));
     }

@@ -135,9 +135,13 @@ where
         let handles: Vec<_> = (0..threads)
             .map(|k| {
                 s.spawn(move || {
-                    block_on(futures_util::future::join_all(
-                        (k..n).step_by(threads).map(work),
-                    ))
+                    block_on(async {
+                        let all = futures_util::future::join_all((k..n).step_by(threads).map(work));
+                        tokio::select! {
+                            done = all => done,
+                            stalled = client::watchdog() => vec![Err(stalled)],
+                        }
+                    })
                 })
             })
             .collect();
@@ -169,6 +173,17 @@ fn block_on<T>(f: impl Future<Output = T>) -> T {
         .build()
         .expect("a tokio runtime")
         .block_on(f)
+}
+
+/// [`block_on`], failing if the server stops answering (see
+/// [`client::watchdog`]).
+fn block_on_watched<T>(f: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+    block_on(async {
+        tokio::select! {
+            done = f => done,
+            stalled = client::watchdog() => Err(stalled),
+        }
+    })
 }
 
 /// Splits `total` into `n` shares that differ by at most one.
@@ -211,7 +226,7 @@ fn fill(t: &Target, queue: &str, count: u64, size: usize, loaders: usize) -> io:
 
 /// Empties `queues` through one connection.
 fn flush_queues(t: &Target, queues: &[String]) -> io::Result<()> {
-    block_on(async {
+    block_on_watched(async {
         let mut c = t.connect().await?;
         for q in queues {
             c.flush(q).await?;
@@ -550,7 +565,10 @@ pub fn batch(
 /// `first-get`: how long until the target serves an item, counted from the
 /// start of this process (start it alongside the server).
 pub fn first_get(t: &Target, timeout: Duration) -> io::Result<Row> {
-    block_on(async {
+    // Not watched for replies: a server may take long to start. Bounded by
+    // the timeout given, and a reply's worth more.
+    let limit = timeout + client::REPLY_TIMEOUT;
+    let run = async {
         let start = Instant::now();
         let mut latency = histogram();
         // Nothing announces that the server is listening: try until it is.
@@ -581,5 +599,10 @@ pub fn first_get(t: &Target, timeout: Duration) -> io::Result<Row> {
         row.protocol = format!("{:?}", t.protocol).to_lowercase();
         row.note = format!("connected after {:.3} s", connected.as_secs_f64());
         Ok(row)
+    };
+    block_on(async {
+        tokio::time::timeout(limit, run)
+            .await
+            .unwrap_or_else(|_| Err(io::Error::other("no item served before the timeout")))
     })
 }
