@@ -130,11 +130,11 @@ impl Server {
             let admin = Admin::new(self.service.clone(), self.config.admin_token.clone(), ports);
             background.spawn(admin::serve(listener, Arc::new(admin), shutdown.clone()));
         }
-        let shared = Arc::new(Shared {
-            config: self.config.clone(),
-            budget: Budget::new(self.config.max_buffered_bytes),
-            shutdown: shutdown.clone(),
-        });
+        let shared = Arc::new(Shared::new(
+            self.config.clone(),
+            Budget::new(self.config.max_buffered_bytes),
+            shutdown.clone(),
+        ));
         let max_connections = self.config.max_connections.unwrap_or(usize::MAX);
         let gate = Gate {
             limit: max_connections,

@@ -31,6 +31,11 @@ fn sigterm_answers_waiting_gets_empty_and_hands_out_nothing_after_the_signal() {
         stat(&mut watch, "queue_jobs_waiters") == Some(2)
     });
 
+    // An idle connection that never sent a byte.
+    let mut silent = mc(&server);
+    stat(&mut watch, "curr_connections");
+
+    let signalled = std::time::Instant::now();
     server.signal("TERM");
     server.wait_for_log("signal received", Duration::from_secs(10));
     // A put racing the signal: refused (connection closed) or stored, never
@@ -43,6 +48,16 @@ fn sigterm_answers_waiting_gets_empty_and_hands_out_nothing_after_the_signal() {
         "nothing handed out after the signal: {got:?}"
     );
     let stored = producer.try_line().as_deref() == Some("STORED");
+    // Idle connections are closed at the signal, whether they made requests
+    // before or never sent anything: not at the drain deadline (10 s), when
+    // the server would close them anyway.
+    watch.expect_closed();
+    silent.expect_closed();
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "idle connections closed {:?} after the signal",
+        signalled.elapsed()
+    );
 
     let mut server = server;
     let status = server.wait();

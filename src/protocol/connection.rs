@@ -32,6 +32,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -39,6 +40,7 @@ use futures_util::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::WaitForCancellationFutureOwned;
@@ -166,6 +168,12 @@ pub struct Connection<'a, C: Codec> {
     /// Resolves at shutdown; made once, because making one registers with
     /// the token under a lock every connection shares.
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Whether the server is stopping: read each time the connection waits
+    /// ([`Shared::stopping`]); `stop_signal` wakes this task when it does,
+    /// polled once, on the first wait, to register the task's waker.
+    stopping: watch::Receiver<()>,
+    stop_signal: Pin<Box<dyn Future<Output = ()> + Send>>,
+    watching_stop: bool,
     idle_timeout: Option<Duration>,
     request_timeout: Option<Duration>,
     /// When bytes last arrived: idleness counts from here.
@@ -204,6 +212,15 @@ impl<'a, C: Codec> Connection<'a, C> {
             out: BytesMut::new(),
             backlog: VecDeque::new(),
             shutdown: Box::pin(shared.shutdown.clone().cancelled_owned()),
+            stopping: shared.stopping.clone(),
+            stop_signal: {
+                let mut stopping = shared.stopping.clone();
+                Box::pin(async move {
+                    // Resolves (with an error) when the sender is dropped.
+                    let _ = stopping.changed().await;
+                })
+            },
+            watching_stop: false,
             idle_timeout: shared.config.client_timeout,
             request_timeout: shared.config.request_timeout,
             last_input: Instant::now(),
@@ -357,6 +374,22 @@ impl<'a, C: Codec> Connection<'a, C> {
                 None => std::future::pending().await,
             }
         };
+        if !self.watching_stop {
+            // Registers this task's waker for the stop, once (and never
+            // polls the signal again, finished or not): the task keeps its
+            // waker, and each later wait only reads the flag.
+            self.watching_stop = true;
+            let signal = &mut self.stop_signal;
+            let done = std::future::poll_fn(|cx| Poll::Ready(signal.as_mut().poll(cx).is_ready()));
+            if done.await {
+                return Err(Stop::Shutdown);
+            }
+        }
+        let stopping = &self.stopping;
+        let stopped = std::future::poll_fn(|_| match stopping.has_changed() {
+            Err(_) => Poll::Ready(()),
+            Ok(_) => Poll::Pending,
+        });
         let (reader, budget, held) = (&self.reader, self.budget, self.charged);
         let ready = async move {
             match what {
@@ -369,7 +402,7 @@ impl<'a, C: Codec> Connection<'a, C> {
         };
         tokio::select! {
             biased;
-            _ = &mut self.shutdown => Err(Stop::Shutdown),
+            _ = stopped => Err(Stop::Shutdown),
             _ = timer(request_deadline) => Err(Stop::RequestTimeout),
             _ = timer(idle_deadline) => Err(Stop::Idle),
             ready = ready => ready.map_err(|e| Stop::Gone(Some(e))),

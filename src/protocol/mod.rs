@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
@@ -34,6 +35,29 @@ pub struct Shared {
     pub budget: Budget,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
+    /// Closes (its sender is dropped) when `shutdown` is cancelled: what a
+    /// connection checks each time it waits, with one atomic load where
+    /// polling the token's future takes two locks (see `Connection::wait`).
+    pub stopping: watch::Receiver<()>,
+}
+
+impl Shared {
+    /// Shared state for connections that stop when `shutdown` is cancelled.
+    /// Spawns the task that turns the cancellation into `stopping`.
+    pub fn new(config: Arc<ServerConfig>, budget: Budget, shutdown: CancellationToken) -> Shared {
+        let (stop, stopping) = watch::channel(());
+        let cancelled = shutdown.clone();
+        tokio::spawn(async move {
+            cancelled.cancelled().await;
+            drop(stop);
+        });
+        Shared {
+            config,
+            budget,
+            shutdown,
+            stopping,
+        }
+    }
 }
 
 /// `monitor` (memcache and text): runs the service's monitor reads in turn,
