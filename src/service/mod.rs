@@ -176,18 +176,50 @@ pub struct Delivered {
 pub struct Reading {
     items: Vec<Delivered>,
     ack: Option<Ack>,
+    /// A confirm made just before, waited for with the read.
+    before: Settling,
 }
 
 impl Reading {
     /// A reading of items that need no journal wait.
     pub fn ready(items: Vec<Delivered>) -> Reading {
-        Reading { items, ack: None }
+        Reading {
+            items,
+            ack: None,
+            before: Settling::done(),
+        }
     }
 
-    /// Waits until the read is journaled; the items, to deliver.
+    /// This reading, waiting for `earlier` too when it finishes.
+    pub fn after(mut self, earlier: Settling) -> Reading {
+        self.before = earlier;
+        self
+    }
+
+    /// Waits until the read (and what it was made [after](Reading::after))
+    /// is journaled; the items, to deliver.
     pub async fn finish(self) -> Vec<Delivered> {
+        self.before.wait().await;
         settled(self.ack, "read").await;
         self.items
+    }
+}
+
+/// A confirm whose journal records are appended but not yet waited for
+/// (see [`QueueService::confirm_later`]).
+#[must_use = "wait for it, or hand it to the read that follows"]
+pub struct Settling(Option<Ack>);
+
+impl Settling {
+    /// Nothing to wait for.
+    pub fn done() -> Settling {
+        Settling(None)
+    }
+
+    /// Waits until the confirm is journaled (a failure is logged: the item
+    /// then comes back after a restart, as an unconfirmed read does).
+    pub async fn wait(self) {
+        settled(self.0, "confirm or abort").await;
     }
 }
 
@@ -260,6 +292,18 @@ pub trait QueueService: Send + Sync + 'static {
         queue: &str,
         which: Transactions,
     ) -> impl Future<Output = Result<usize, ServiceError>> + Send;
+
+    /// Confirms as [`confirm`](QueueService::confirm) does, leaving the
+    /// journal wait to the returned [`Settling`]: Kestrel's `get
+    /// q/close/open` confirms and reads in one request, and hands it to the
+    /// read ([`Reading::after`]) so that one wait, and usually one journal
+    /// write, covers both. The reply must not go out before it is waited for.
+    fn confirm_later(
+        &self,
+        session: &mut Session,
+        queue: &str,
+        which: Transactions,
+    ) -> Result<(usize, Settling), ServiceError>;
 
     /// Puts open items back at the head; returns how many were aborted.
     fn abort(

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     Delivered, Expiry, GetRequest, MAX_WAIT, Monitor, QueueService, Read, Reading, Restored,
-    RestoredItem, ServiceError, Session, Transactions, VERSION, settled,
+    RestoredItem, ServiceError, Session, Settling, Transactions, VERSION,
 };
 use crate::clock::now_ms;
 use crate::config::ServerConfig;
@@ -210,14 +210,15 @@ impl QueueServer {
 }
 
 impl QueueServer {
-    /// Confirms or aborts, as `apply` does to the queue.
-    async fn settle(
+    /// Confirms or aborts, as `apply` does to the queue; the journal wait
+    /// is the caller's.
+    fn settle(
         &self,
         session: &mut Session,
         queue: &str,
         which: Transactions,
         apply: impl Fn(&Queue, &[u64]) -> (usize, Option<Ack>),
-    ) -> Result<usize, ServiceError> {
+    ) -> Result<(usize, Settling), ServiceError> {
         crate::name::validate(queue)?;
         let (count, ack) = match which {
             Transactions::Ids(ids) => self
@@ -231,8 +232,7 @@ impl QueueServer {
                 .take(queue, None)?
                 .map_or((0, None), |h| apply(&h.queue, &h.xids)),
         };
-        settled(ack, "confirm or abort").await;
-        Ok(count)
+        Ok((count, Settling(ack)))
     }
 }
 
@@ -394,7 +394,11 @@ impl QueueService for QueueServer {
                 id: t.xid.filter(|_| expose_ids),
             })
             .collect();
-        Ok(Reading { items, ack })
+        Ok(Reading {
+            items,
+            ack,
+            before: Settling::done(),
+        })
     }
 
     async fn confirm(
@@ -403,7 +407,18 @@ impl QueueService for QueueServer {
         queue: &str,
         which: Transactions,
     ) -> Result<usize, ServiceError> {
-        self.settle(session, queue, which, Queue::confirm).await
+        let (count, settling) = self.confirm_later(session, queue, which)?;
+        settling.wait().await;
+        Ok(count)
+    }
+
+    fn confirm_later(
+        &self,
+        session: &mut Session,
+        queue: &str,
+        which: Transactions,
+    ) -> Result<(usize, Settling), ServiceError> {
+        self.settle(session, queue, which, Queue::confirm)
     }
 
     async fn abort(
@@ -412,7 +427,9 @@ impl QueueService for QueueServer {
         queue: &str,
         which: Transactions,
     ) -> Result<usize, ServiceError> {
-        self.settle(session, queue, which, Queue::abort).await
+        let (count, settling) = self.settle(session, queue, which, Queue::abort)?;
+        settling.wait().await;
+        Ok(count)
     }
 
     fn peek(&self, queue: &str) -> Result<QueueStats, ServiceError> {

@@ -16,7 +16,9 @@ use bytes::{BufMut, BytesMut};
 use super::connection::{Closed, Connection, Context, Handled, Protocol};
 use super::line::Limits;
 use crate::config::{ServerConfig, ValueKey};
-use crate::service::{Expiry, GetRequest, QueueService, Read, ServiceError, Transactions};
+use crate::service::{
+    Expiry, GetRequest, QueueService, Read, ServiceError, Settling, Transactions,
+};
 use crate::stats::{self, QueueStats, ServerStats};
 use crate::status::ServerStatus;
 pub use codec::{Frame, GetOptions, McCodec, Request};
@@ -327,14 +329,21 @@ async fn get(
     options: GetOptions,
 ) -> Handled {
     let (service, session) = (cx.service, &mut cx.session);
+    // A close's journal wait is shared with the open that follows it.
+    let mut closing = Settling::done();
     if options.close {
         // Closing with nothing open is not an error (Kestrel ignores it).
-        let reply = match service
-            .confirm(session, queue, Transactions::Oldest(1))
-            .await
-        {
-            Ok(_) | Err(ServiceError::NotEnoughOpen { .. }) if !options.open => Some("END".into()),
-            Ok(_) | Err(ServiceError::NotEnoughOpen { .. }) => None,
+        let reply = match service.confirm_later(session, queue, Transactions::Oldest(1)) {
+            Ok((_, settling)) if options.open => {
+                closing = settling;
+                None
+            }
+            Ok((_, settling)) => {
+                settling.wait().await;
+                Some("END".into())
+            }
+            Err(ServiceError::NotEnoughOpen { .. }) if !options.open => Some("END".into()),
+            Err(ServiceError::NotEnoughOpen { .. }) => None,
             Err(e) => Some(error_reply(&e)),
         };
         if let Some(reply) = reply {
@@ -363,11 +372,14 @@ async fn get(
         read,
     };
     match conn.run(service.get(session, queue, request)).await? {
-        Ok(reading) => match reading.finish().await.first() {
+        Ok(reading) => match reading.after(closing).finish().await.first() {
             Some(item) => value(&mut conn.out, reply_key, &item.data),
             None => line(&mut conn.out, "END"),
         },
-        Err(e) => line(&mut conn.out, &error_reply(&e)),
+        Err(e) => {
+            closing.wait().await;
+            line(&mut conn.out, &error_reply(&e));
+        }
     }
     Ok(())
 }

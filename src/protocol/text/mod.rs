@@ -160,21 +160,28 @@ async fn read_one(
     read: Read,
 ) -> Handled {
     let (service, session) = (cx.service, &mut cx.session);
-    if let Err(e) = service.confirm(session, queue, Transactions::All).await {
-        reply(&mut conn.out, &error_reply(&e));
-        return Ok(());
-    }
+    // The confirm's journal wait is shared with the read that follows.
+    let confirmed = match service.confirm_later(session, queue, Transactions::All) {
+        Ok((_, settling)) => settling,
+        Err(e) => {
+            reply(&mut conn.out, &error_reply(&e));
+            return Ok(());
+        }
+    };
     let request = GetRequest {
         max_items: 1,
         timeout,
         read,
     };
     match conn.run(service.get(session, queue, request)).await? {
-        Ok(reading) => match reading.finish().await.first() {
+        Ok(reading) => match reading.after(confirmed).finish().await.first() {
             Some(found) => item(&mut conn.out, &found.data),
             None => reply(&mut conn.out, "*"),
         },
-        Err(e) => reply(&mut conn.out, &error_reply(&e)),
+        Err(e) => {
+            confirmed.wait().await;
+            reply(&mut conn.out, &error_reply(&e));
+        }
     }
     Ok(())
 }
