@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use smallvec::SmallVec;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -366,11 +367,18 @@ impl QueueService for QueueServer {
         let deadline = request.timeout.map(|t| Instant::now() + t.min(MAX_WAIT));
         // A read still waiting when the server starts to stop returns
         // empty: nothing is handed out after the signal (the read's future
-        // is dropped, which takes nothing).
-        let (taken, ack) = tokio::select! {
-            biased;
-            _ = self.shutdown.cancelled() => (Vec::new(), None),
-            read = q.get(max, deadline, kind) => read,
+        // is dropped, which takes nothing). One that needs no wait (checked
+        // stopping above) is done at once, without registering with the
+        // shutdown signal, which takes two locks.
+        let read = q.get(max, deadline, kind);
+        tokio::pin!(read);
+        let (taken, ack) = match (&mut read).now_or_never() {
+            Some(read) => read,
+            None => tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => (Vec::new(), None),
+                read = read => read,
+            },
         };
         self.count_read(&q, &taken, request.timeout, kind, started);
         let xids = taken.iter().filter_map(|t| t.xid);
