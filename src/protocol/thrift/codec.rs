@@ -1,7 +1,10 @@
 //! The Thrift codec: steps 1 and 3 of a call (see the adapter's top
-//! comment), both run by the generated `process_<method>` functions over the
-//! frame: [`decode`] records the call as a typed [`Command`], [`encode`]
-//! writes an [`Outcome`] as the method's reply. No I/O, nothing from the
+//! comment), both run by the generated `process_<method>` functions:
+//! [`decode`] records the call in the frame as a typed [`Command`],
+//! [`encode`] writes an [`Outcome`] as the method's reply (over a canned
+//! call of the method, so the arguments are not decoded twice). The one
+//! reply written by hand is a successful `get`'s, the hot one, held byte for
+//! byte to the generated encoding by a test. No I/O, nothing from the
 //! service; a frame that holds no executable call is answered here, with a
 //! `TApplicationException` that says why.
 
