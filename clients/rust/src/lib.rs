@@ -89,6 +89,16 @@ pub enum Error {
     /// A server refused the call (bad queue name, read-only server, …).
     #[error("refused by {server}: {message}")]
     Refused { server: String, message: String },
+    /// A confirm found fewer of the items open than it named: their
+    /// deadline passed, or the server restarted since it handed them out
+    /// (its reads opened before are rolled back), or an earlier try whose
+    /// reply was lost confirmed them. They may be delivered again.
+    #[error("{server} confirmed {confirmed} of {sent} items; the others may be delivered again")]
+    NotConfirmed {
+        server: String,
+        confirmed: usize,
+        sent: usize,
+    },
 }
 
 /// A failed [`Client::consume`]: the client failed, or the handler did (its
@@ -371,8 +381,19 @@ impl Client {
         }
         let Some(i) = server else { return Ok(0) };
         let handled = done.len();
-        let confirmed = self.settle(i, done, |c, ids| c.confirm(queue.into(), ids));
-        let aborted = self.settle(i, back, |c, ids| c.abort(queue.into(), ids));
+        let sent = done.len();
+        let confirmed = match self.settle(i, done, |c, ids| c.confirm(queue.into(), ids)) {
+            // Only a count of every item says they are all gone for good.
+            Ok(n) if n < sent => Err(Error::NotConfirmed {
+                server: self.servers[i].address.clone(),
+                confirmed: n,
+                sent,
+            }),
+            other => other.map(drop),
+        };
+        let aborted = self
+            .settle(i, back, |c, ids| c.abort(queue.into(), ids))
+            .map(drop);
         match failure {
             Some(e) => Err(ConsumeError::Handler(e)),
             None => confirmed.and(aborted).map(|()| handled).map_err(Into::into),
@@ -380,22 +401,26 @@ impl Client {
     }
 
     /// Confirms or aborts `ids` on server `i`; a broken connection is
-    /// replaced and the call made once more (settling twice is harmless:
-    /// the second call finds nothing open).
+    /// replaced and the call made once more. Returns how many the server
+    /// settled: a second try finds nothing open if the first took effect,
+    /// and also if the server restarted in between (its open reads rolled
+    /// back), so fewer than `ids` means "not known to be settled".
     fn settle(
         &mut self,
         i: usize,
         ids: BTreeSet<i64>,
         call: impl Fn(&mut Conn, BTreeSet<i64>) -> thrift::Result<i32>,
-    ) -> Result<(), Error> {
+    ) -> Result<usize, Error> {
         if ids.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let result = match self.on(i, Duration::ZERO, |c| call(c, ids.clone())) {
             Err(Failure::Down(_)) => self.on(i, Duration::ZERO, |c| call(c, ids)),
             other => other,
         };
-        result.map(drop).map_err(|f| self.error(i, f))
+        result
+            .map(|n| usize::try_from(n).unwrap_or(0))
+            .map_err(|f| self.error(i, f))
     }
 
     /// Polls the servers in turn for items; returns the server they came
