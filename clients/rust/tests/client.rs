@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::Server;
-use kestrel_client::{Client, Config, ConsumeError};
+use kestrel_client::{Client, Config, ConsumeError, Error};
 
 fn client(servers: &[SocketAddr]) -> Client {
     Client::new(
@@ -83,6 +83,48 @@ fn consume_confirms_what_the_handler_handled_and_puts_back_what_failed() {
         Ok::<(), ()>(())
     });
     assert_eq!(nothing.unwrap(), 0);
+}
+
+#[test]
+fn a_confirm_that_comes_after_the_deadline_is_reported_not_confirmed() {
+    let server = Server::start();
+    let mut c = client(&[server.thrift]);
+    let mut watch = client(&[server.thrift]);
+    c.put("late", &[b"slow".to_vec()], None).unwrap();
+    // The handler outlives the item's deadline: the server puts the item
+    // back before the confirm arrives, which then confirms nothing.
+    let result = c.consume(
+        "late",
+        1,
+        Duration::ZERO,
+        Duration::from_millis(100),
+        |_| {
+            let start = Instant::now();
+            while watch.peek("late").unwrap().open_transactions != Some(0) {
+                assert!(start.elapsed() < Duration::from_secs(10), "never aborted");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok::<(), ()>(())
+        },
+    );
+    match result {
+        Err(ConsumeError::Client(Error::NotConfirmed {
+            confirmed: 0,
+            sent: 1,
+            ..
+        })) => {}
+        other => panic!("expected NotConfirmed, got {other:?}"),
+    }
+    // The item is back, and a timely consume confirms it for good.
+    let handled = c
+        .consume("late", 1, Duration::ZERO, Duration::from_secs(30), |item| {
+            assert_eq!(item, b"slow");
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+    assert_eq!(handled, 1);
+    let info = c.peek("late").unwrap();
+    assert_eq!((info.items, info.open_transactions), (Some(0), Some(0)));
 }
 
 #[test]
